@@ -1,0 +1,1 @@
+//! The wiring: starts discovery, the scrape supervisor and the API, and stops them together.

@@ -1,0 +1,1 @@
+//! Command-line flags, named as upstream metrics-server names them.
