@@ -2,3 +2,6 @@
 //!
 //! Reads store snapshots and discovery caches; never writes either, and never waits on a lock or a
 //! channel the scrape side holds.
+
+pub mod render;
+pub mod selector;
