@@ -13,3 +13,4 @@ pub mod model;
 pub mod parse;
 pub mod scrape;
 pub mod store;
+pub mod telemetry;

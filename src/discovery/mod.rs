@@ -67,3 +67,37 @@ impl ClusterView {
         std::iter::empty()
     }
 }
+
+/// Why discovery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("invalid node selector {0:?}")]
+    NodeSelector(String),
+}
+
+/// The running reflectors: readers load views, the supervisor watches targets.
+#[derive(Clone)]
+pub struct DiscoveryHandle {}
+
+impl DiscoveryHandle {
+    /// The current cached nodes and pods; never blocks.
+    pub fn view(&self) -> Arc<ClusterView> {
+        todo!("discovery helper")
+    }
+    /// Scrape targets, updated as nodes come, change and go.
+    pub fn targets(&self) -> tokio::sync::watch::Receiver<Targets> {
+        todo!("discovery helper")
+    }
+    /// Both the node and the pod caches have completed their initial list.
+    pub fn is_synced(&self) -> bool {
+        todo!("discovery helper")
+    }
+}
+
+/// Starts the node and pod reflectors on the current tokio runtime.
+pub fn start(
+    _client: kube::Client,
+    _config: DiscoveryConfig,
+) -> Result<DiscoveryHandle, DiscoveryError> {
+    todo!("discovery helper")
+}
