@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use super::text::{Entry, Lexer, Sample};
+use super::text::{classify, Entry, Lines, Sample, SeriesLine};
 use super::{DecodeError, DecodeStats, Decoded, SkipReason};
 use crate::model::{ContainerScrape, MetricsPoint, NodeScrape, PodScrape, UnixNanos};
 
@@ -36,19 +36,48 @@ enum Series {
     /// unused, as upstream does (pod totals are the sum of containers plus the pod sandbox).
     PodTotal,
     ScrapeError,
+    /// Other series the kubelet writes there (swap) that metrics.k8s.io has no field for.
+    Ignored,
 }
 
-fn series(name: &str) -> Option<Series> {
-    Some(match name {
-        "container_cpu_usage_seconds_total" => Series::ContainerCpu,
-        "container_memory_working_set_bytes" => Series::ContainerMemory,
-        "container_start_time_seconds" => Series::ContainerStartTime,
-        "node_cpu_usage_seconds_total" => Series::NodeCpu,
-        "node_memory_working_set_bytes" => Series::NodeMemory,
-        "pod_cpu_usage_seconds_total" | "pod_memory_working_set_bytes" => Series::PodTotal,
-        "scrape_error" | "resource_scrape_error" => Series::ScrapeError,
-        _ => return None,
+/// Every series name the decoder knows. Only the first byte is compared before a full comparison,
+/// so the order matters little; the busiest families come first.
+const SERIES: [(&str, Series); 11] = [
+    ("container_cpu_usage_seconds_total", Series::ContainerCpu),
+    (
+        "container_memory_working_set_bytes",
+        Series::ContainerMemory,
+    ),
+    ("container_start_time_seconds", Series::ContainerStartTime),
+    ("node_cpu_usage_seconds_total", Series::NodeCpu),
+    ("node_memory_working_set_bytes", Series::NodeMemory),
+    ("pod_cpu_usage_seconds_total", Series::PodTotal),
+    ("pod_memory_working_set_bytes", Series::PodTotal),
+    ("resource_scrape_error", Series::ScrapeError),
+    ("scrape_error", Series::ScrapeError),
+    // Not used, listed so they are ignored without a scan of their name.
+    ("container_swap_usage_bytes", Series::Ignored),
+    ("node_swap_usage_bytes", Series::Ignored),
+];
+
+/// The fast path: a line that starts (with no leading blank) with a name from [`SERIES`].
+#[inline]
+fn known_series(line: &[u8]) -> Option<(Series, SeriesLine<'_>)> {
+    let first = *line.first()?;
+    SERIES.iter().find_map(|&(name, series)| {
+        if name.as_bytes()[0] != first {
+            return None;
+        }
+        SeriesLine::with_name(line, name).map(|line| (series, line))
     })
+}
+
+/// The slow path, for lines the fast path did not recognise (leading blanks, unknown names).
+fn series(name: &str) -> Option<Series> {
+    SERIES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|&(_, series)| series)
 }
 
 /// A CPU sample: nanocore-seconds and its time.
@@ -96,25 +125,29 @@ struct ContainerKey<'a> {
 }
 
 pub(super) fn decode(body: &[u8], request_time: UnixNanos) -> Result<Decoded<'_>, DecodeError> {
-    let mut acc = Accumulator::new(request_time);
-    let mut lexer = Lexer::new(body);
-    while let Some(entry) = lexer.next_entry() {
-        let line = match entry {
-            Entry::Blank | Entry::Comment(_) => {
-                acc.stats.comments += 1;
-                continue;
-            }
-            Entry::Invalid(error) => {
-                acc.stats.skip(error.into());
-                continue;
-            }
-            Entry::Series(line) => line,
+    let mut acc = Accumulator::new(request_time, body.len());
+    for line in Lines::new(body) {
+        let (series, line) = match known_series(line) {
+            Some(found) => found,
+            None => match classify(line) {
+                Entry::Blank | Entry::Comment(_) => {
+                    acc.stats.comments += 1;
+                    continue;
+                }
+                Entry::Invalid(error) => {
+                    acc.stats.skip(error.into());
+                    continue;
+                }
+                Entry::Series(line) => match series(line.name) {
+                    Some(series) => (series, line),
+                    None => {
+                        acc.stats.ignored_series += 1;
+                        continue;
+                    }
+                },
+            },
         };
-        let Some(series) = series(line.name) else {
-            acc.stats.ignored_series += 1;
-            continue;
-        };
-        if series == Series::PodTotal {
+        if matches!(series, Series::PodTotal | Series::Ignored) {
             acc.stats.ignored_series += 1;
             continue;
         }
@@ -129,15 +162,20 @@ pub(super) fn decode(body: &[u8], request_time: UnixNanos) -> Result<Decoded<'_>
 // === impl Accumulator ===
 
 impl<'a> Accumulator<'a> {
-    fn new(request_time: UnixNanos) -> Self {
+    fn new(request_time: UnixNanos, body_len: usize) -> Self {
+        // A kubelet writes about 600 bytes per container (four families plus the pod totals), so
+        // this sizes the tables to grow at most once or twice; capped so a huge body of something
+        // else cannot make us reserve much up front.
+        let containers = (body_len / 600).min(16 * 1024);
+        let pods = containers / 2;
         Accumulator {
             request_time,
             node_cpu: None,
             node_memory: None,
-            pods: Vec::new(),
-            containers: Vec::new(),
-            pod_index: HashTable::new(),
-            container_index: HashTable::new(),
+            pods: Vec::with_capacity(pods),
+            containers: Vec::with_capacity(containers),
+            pod_index: HashTable::with_capacity(pods),
+            container_index: HashTable::with_capacity(containers),
             hasher: foldhash::fast::RandomState::default(),
             cursor: 0,
             stats: DecodeStats::default(),
@@ -193,7 +231,7 @@ impl<'a> Accumulator<'a> {
                 }
                 self.stats.samples += 1;
             }
-            Series::PodTotal => self.stats.ignored_series += 1,
+            Series::PodTotal | Series::Ignored => self.stats.ignored_series += 1,
         }
         Ok(())
     }

@@ -59,7 +59,8 @@ pub fn containers(pods: usize, containers_per_pod: usize) -> Vec<FixtureContaine
                 namespace: namespace.to_string(),
                 pod: pod_name.clone(),
                 container,
-                cpu_seconds: (seed * 13.371_234_5).fract() + seed * 41.5,
+                // The kubelet divides integer nanocore-seconds by 1e9.
+                cpu_seconds: ((seed * 41_503_271_113.0) as u64 % 900_000_000_000_000) as f64 / 1e9,
                 memory_bytes: 1_000_000
                     + (pod as u64 * 7_340_033 + c as u64 * 1_048_576) % 900_000_000,
                 start_time_seconds: 1_699_990_000.0 + seed * 1.618_033_988,

@@ -119,6 +119,18 @@ pub fn parse_i64(token: &[u8]) -> Option<i64> {
     if digits.is_empty() {
         return None;
     }
+    // 18 digits cannot overflow an i64, so the common case (13-digit millisecond timestamps)
+    // needs no checked arithmetic.
+    if digits.len() <= 18 {
+        let mut value: i64 = 0;
+        for &byte in digits {
+            if !byte.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + i64::from(byte - b'0');
+        }
+        return Some(if negative { -value } else { value });
+    }
     let mut value: i64 = 0;
     for &byte in digits {
         if !byte.is_ascii_digit() {
