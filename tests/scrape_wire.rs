@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,6 +29,7 @@ use metrics_server::scrape::{
     self, EngineOptions, KubeletTlsConfig, Protocol, ScrapeConfig, ScrapeFailure, ScrapeHandle,
     ScrapeSink,
 };
+use metrics_server::store::{Store, StoreConfig};
 use metrics_server::telemetry::Telemetry;
 
 // === test CA ===
@@ -95,6 +96,8 @@ enum Behavior {
     Status(u16),
     /// Accepts the request and never answers.
     Hang,
+    /// 200 with a body made for the n-th request (from 0), so samples can advance.
+    Generated(Arc<dyn Fn(usize) -> Bytes + Send + Sync>),
 }
 
 /// A body of unknown length, sent in 1 KiB frames.
@@ -233,7 +236,7 @@ impl Drop for Kubelet {
 
 async fn answer(seen: &Seen, req: Request<Incoming>, behavior: Behavior) -> Response<AnyBody> {
     use http_body_util::BodyExt;
-    seen.requests.fetch_add(1, Ordering::SeqCst);
+    let n = seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.authorization.lock().expect("lock").push(
         req.headers()
             .get(hyper::header::AUTHORIZATION)
@@ -257,6 +260,7 @@ async fn answer(seen: &Seen, req: Request<Incoming>, behavior: Behavior) -> Resp
             response
         }
         Behavior::Hang => std::future::pending().await,
+        Behavior::Generated(make) => Response::new(Full::new(make(n)).boxed()),
     }
 }
 
@@ -875,6 +879,116 @@ async fn inconsistent_tls_flags_fail_at_start() {
         options(1),
     );
     assert!(matches!(result, Err(scrape::ScrapeError::Tls(_))));
+}
+
+/// A kubelet body whose samples advance with every request: one node and one pod of one container.
+fn advancing_body(pod: &'static str) -> Behavior {
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+        - 60_000;
+    Behavior::Generated(Arc::new(move |n| {
+        let ts = started_ms + 1_000 * (n as u64 + 1);
+        let cpu = 10.0 + n as f64;
+        Bytes::from(format!(
+            "node_cpu_usage_seconds_total {cpu} {ts}\n\
+             node_memory_working_set_bytes 1.2e+09 {ts}\n\
+             container_cpu_usage_seconds_total{{container=\"app\",namespace=\"ns\",pod=\"{pod}\"}} {cpu} {ts}\n\
+             container_memory_working_set_bytes{{container=\"app\",namespace=\"ns\",pod=\"{pod}\"}} 5.0e+07 {ts}\n\
+             container_start_time_seconds{{container=\"app\",namespace=\"ns\",pod=\"{pod}\"}} {start}\n\
+             resource_scrape_error 0\n",
+            start = (started_ms - 3_600_000) / 1000,
+        ))
+    }))
+}
+
+#[actix_rt::test]
+async fn scrapes_reach_the_store_and_a_removed_node_is_forgotten() {
+    let ca = TestCa::new();
+    let kubelet_a = Kubelet::start(&ca, &["127.0.0.1"], BOTH, advancing_body("pod-a"));
+    let kubelet_b = Kubelet::start(&ca, &["127.0.0.1"], BOTH, advancing_body("pod-b"));
+    let config = config(&ca);
+    let store = Arc::new(Store::new(StoreConfig::from_resolution(config.resolution)));
+    let telemetry = Arc::new(Telemetry::new());
+    let (targets, rx) = watch::channel(targets_of(&[
+        kubelet_a.target("node-a"),
+        kubelet_b.target("node-b"),
+    ]));
+    let handle = scrape::start(store.clone(), rx, config, telemetry.clone()).expect("starts");
+
+    wait_for("both nodes and their pods served", || {
+        let snapshot = store.snapshot();
+        snapshot.node("node-a").is_some()
+            && snapshot.node("node-b").is_some()
+            && snapshot.pod("ns", "pod-a").is_some()
+            && snapshot.pod("ns", "pod-b").is_some()
+    })
+    .await;
+    let node_a = store.snapshot().node("node-a").cloned().expect("served");
+    // One core-second per kubelet second: the rate is one core.
+    assert_eq!(node_a.usage.cpu_nanocores, 1_000_000_000);
+    assert_eq!(node_a.window, 1_000_000_000);
+    assert!(telemetry.last_collection() > 0);
+
+    targets.send_replace(targets_of(&[kubelet_b.target("node-b")]));
+    wait_for("node-a forgotten", || handle.node_stats("node-a").is_none()).await;
+    let snapshot = store.snapshot();
+    assert!(snapshot.node("node-a").is_none());
+    assert!(snapshot.pod("ns", "pod-a").is_none());
+    assert!(snapshot.node("node-b").is_some());
+    assert_eq!(store.tracked_nodes(), 1);
+    assert!(!telemetry.encode().contains("node=\"node-a\""));
+    handle.stop();
+}
+
+#[actix_rt::test]
+async fn kubelet_scrape_error_fails_the_scrape_and_keeps_the_points() {
+    let ca = TestCa::new();
+    let good = advancing_body("pod-a");
+    let Behavior::Generated(make_good) = good else {
+        unreachable!("advancing_body generates")
+    };
+    // Three good answers, then the kubelet reports it could not collect.
+    let kubelet = Kubelet::start(
+        &ca,
+        &["127.0.0.1"],
+        BOTH,
+        Behavior::Generated(Arc::new(move |n| {
+            if n < 3 {
+                make_good(n)
+            } else {
+                Bytes::from_static(b"resource_scrape_error 1\n")
+            }
+        })),
+    );
+    let config = config(&ca);
+    let store = Arc::new(Store::new(StoreConfig::from_resolution(config.resolution)));
+    let (_targets, rx) = watch::channel(targets_of(&[kubelet.target("node-a")]));
+    let handle =
+        scrape::start(store.clone(), rx, config, Arc::new(Telemetry::new())).expect("starts");
+
+    wait_for("two failed scrapes", || {
+        handle
+            .node_stats("node-a")
+            .is_some_and(|s| s.scrapes_failed >= 2)
+    })
+    .await;
+    let stats = handle.node_stats("node-a").expect("still a target");
+    assert_eq!(stats.scrapes_ok, 3);
+    assert!(stats
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("scrape error"));
+    let node = store
+        .snapshot()
+        .node("node-a")
+        .cloned()
+        .expect("points kept");
+    // Still the rate between the second and third good answers.
+    assert_eq!(node.usage.cpu_nanocores, 1_000_000_000);
+    handle.stop();
 }
 
 // === small helpers ===
