@@ -96,6 +96,8 @@ enum Behavior {
     Status(u16),
     /// Accepts the request and never answers.
     Hang,
+    /// 200 with this body, then the kubelet closes the connection (as its idle timeout does).
+    BodyThenClose(Bytes),
     /// 200 with a body made for the n-th request (from 0), so samples can advance.
     Generated(Arc<dyn Fn(usize) -> Bytes + Send + Sync>),
 }
@@ -261,6 +263,14 @@ async fn answer(seen: &Seen, req: Request<Incoming>, behavior: Behavior) -> Resp
         }
         Behavior::Hang => std::future::pending().await,
         Behavior::Generated(make) => Response::new(Full::new(make(n)).boxed()),
+        Behavior::BodyThenClose(body) => {
+            let mut response = Response::new(Full::new(body).boxed());
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            response
+        }
     }
 }
 
@@ -467,6 +477,46 @@ async fn http1_fallback_keeps_one_connection_alive() {
         .expect("lock")
         .iter()
         .all(|v| *v == hyper::Version::HTTP_11));
+}
+
+#[actix_rt::test]
+async fn connection_closed_by_the_kubelet_is_reopened_without_a_failed_scrape() {
+    let ca = TestCa::new();
+    let kubelet = Kubelet::start(
+        &ca,
+        &["127.0.0.1"],
+        HTTP1_ONLY,
+        Behavior::BodyThenClose(metrics_body(512)),
+    );
+    let engine = Engine::start(&[kubelet.target("node-a")], config(&ca), options(1));
+
+    wait_for("five scrapes", || engine.sink.accepted("node-a") >= 5).await;
+
+    let stats = engine.stats("node-a");
+    assert_eq!(stats.scrapes_failed, 0, "{stats:?}");
+    assert!(stats.connections_opened >= 5, "{stats:?}");
+    assert_eq!(stats.ticks_skipped, 0, "no backoff after a clean close");
+}
+
+#[actix_rt::test]
+async fn host_name_target_is_verified_against_dns_names() {
+    let ca = TestCa::new();
+    let kubelet = Kubelet::start(&ca, &["localhost"], BOTH, Behavior::Body(metrics_body(64)));
+    let mut target = kubelet.target("node-dns");
+    target.host = "localhost".into();
+    let mut wrong = kubelet.target("node-wrong");
+    wrong.host = "127.0.0.1".into();
+    let engine = Engine::start(&[target, wrong], config(&ca), options(1));
+
+    wait_for("two scrapes by name", || {
+        engine.sink.accepted("node-dns") >= 2
+    })
+    .await;
+    wait_for("a failure by IP", || {
+        engine.stats("node-wrong").scrapes_failed >= 1
+    })
+    .await;
+    assert_eq!(engine.sink.accepted("node-wrong"), 0);
 }
 
 #[actix_rt::test]
