@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{
-    Actor, ActorContext, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler,
+    Message, WrapFuture,
 };
 use tokio::sync::watch;
 
@@ -134,22 +135,25 @@ impl Supervisor {
         self.running.insert(name, Running { target, addr });
     }
 
-    /// Stops a node's scraper; once it has confirmed it will not write again, forgets the node.
+    /// Stops a node's scraper; once it has confirmed it will not write again, forgets the node,
+    /// unless the node came back as a target in the meantime (its new scraper owns it then).
     fn retire(&mut self, name: Name, running: Running, ctx: &mut Context<Self>) {
         tracing::info!(node = %name, "Node is no longer a scrape target; stopping its scraper.");
-        let sink = self.parts.sink.clone();
-        let telemetry = self.parts.telemetry.clone();
-        let stats = self.parts.stats.clone();
         ctx.spawn(
             async move {
                 // An error means the scraper is already gone (its arbiter stopped): it cannot
                 // write either, so forgetting the node is just as safe.
                 let _ = running.addr.send(Stop).await;
-                sink.remove(&name);
-                telemetry.forget_node(&name);
-                stats.remove(&name);
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |(), supervisor: &mut Supervisor, _| {
+                if supervisor.running.contains_key(&name) {
+                    return;
+                }
+                supervisor.parts.sink.remove(&name);
+                supervisor.parts.telemetry.forget_node(&name);
+                supervisor.parts.stats.remove(&name);
+            }),
         );
     }
 }
