@@ -520,6 +520,37 @@ async fn host_name_target_is_verified_against_dns_names() {
 }
 
 #[actix_rt::test]
+async fn each_of_many_nodes_keeps_exactly_one_connection() {
+    let ca = TestCa::new();
+    // One listener stands in for every kubelet; each node still dials its own connection.
+    let kubelet = Kubelet::start(
+        &ca,
+        &["127.0.0.1"],
+        BOTH,
+        Behavior::Body(metrics_body(1024)),
+    );
+    let nodes: Vec<ScrapeTarget> = (0..100)
+        .map(|i| kubelet.target(&format!("node-{i:03}")))
+        .collect();
+    let mut config = config(&ca);
+    config.resolution = Duration::from_millis(100);
+    let engine = Engine::start(&nodes, config, options(2));
+
+    wait_for("three scrapes of every node", || {
+        nodes.iter().all(|t| engine.sink.accepted(&t.node) >= 3)
+    })
+    .await;
+
+    assert_eq!(engine.handle.connections_opened(), 100);
+    assert_eq!(kubelet.connections(), 100);
+    for target in &nodes {
+        let stats = engine.stats(&target.node);
+        assert_eq!(stats.connections_opened, 1, "{}: {stats:?}", target.node);
+        assert_eq!(stats.scrapes_failed, 0, "{}: {stats:?}", target.node);
+    }
+}
+
+#[actix_rt::test]
 async fn hanging_kubelet_does_not_delay_another_node_on_the_same_thread() {
     let ca = TestCa::new();
     let hanging = Kubelet::start(&ca, &["127.0.0.1"], BOTH, Behavior::Hang);
