@@ -1,8 +1,9 @@
 //! Wire-level tests of the scrape engine against tiny TLS kubelets on 127.0.0.1.
 //!
 //! Each test kubelet runs on its own thread and runtime, signed by a CA made for the test, and
-//! counts what it sees (connections, requests, headers). Scrapes go to a recording sink, so these
-//! tests exercise connection handling, scheduling and supervision independently of decoding.
+//! counts what it sees (connections, requests, headers). Most scrapes go to a recording sink, so
+//! those tests exercise connection handling, scheduling and supervision independently of decoding;
+//! the store tests go through the real parser and store.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;

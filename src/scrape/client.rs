@@ -232,6 +232,7 @@ async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, 
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ScrapeFailure::BodyTooLarge { limit });
     }
+    // `len <= limit` here, and `limit` is a usize, so the cast cannot truncate.
     let capacity = declared.map_or(64 * 1024, |len| len as usize).min(limit);
     let mut body = BytesMut::with_capacity(capacity);
     let mut incoming = response.into_body();
