@@ -534,21 +534,24 @@ async fn each_of_many_nodes_keeps_exactly_one_connection() {
         .map(|i| kubelet.target(&format!("node-{i:03}")))
         .collect();
     let mut config = config(&ca);
-    config.resolution = Duration::from_millis(100);
+    // 200 requests a second at most: a loaded test machine serves that, so no scrape times out
+    // and every reconnect seen here would be the engine's fault.
+    config.resolution = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(30);
     let engine = Engine::start(&nodes, config, options(2));
 
-    wait_for("three scrapes of every node", || {
-        nodes.iter().all(|t| engine.sink.accepted(&t.node) >= 3)
+    wait_for("two scrapes of every node", || {
+        nodes.iter().all(|t| engine.sink.accepted(&t.node) >= 2)
     })
     .await;
 
-    assert_eq!(engine.handle.connections_opened(), 100);
-    assert_eq!(kubelet.connections(), 100);
     for target in &nodes {
         let stats = engine.stats(&target.node);
         assert_eq!(stats.connections_opened, 1, "{}: {stats:?}", target.node);
         assert_eq!(stats.scrapes_failed, 0, "{}: {stats:?}", target.node);
     }
+    assert_eq!(engine.handle.connections_opened(), 100);
+    assert_eq!(kubelet.connections(), 100);
 }
 
 #[actix_rt::test]
@@ -596,11 +599,11 @@ async fn timed_out_scrape_is_a_failure_and_the_node_keeps_scraping() {
     let ca = TestCa::new();
     let hanging = Kubelet::start(&ca, &["127.0.0.1"], BOTH, Behavior::Hang);
     let mut config = config(&ca);
-    config.request_timeout = Duration::from_millis(50);
+    config.request_timeout = Duration::from_millis(200);
     let engine = Engine::start(&[hanging.target("node-hang")], config, options(1));
 
-    wait_for("two timeouts", || {
-        engine.stats("node-hang").scrapes_failed >= 2
+    wait_for("two requests, each timed out", || {
+        engine.stats("node-hang").scrapes_failed >= 2 && hanging.requests() >= 2
     })
     .await;
 
@@ -610,8 +613,9 @@ async fn timed_out_scrape_is_a_failure_and_the_node_keeps_scraping() {
         .as_deref()
         .unwrap_or_default()
         .contains("did not finish"));
-    // A timed-out connection is not trusted again: each retry dialled anew.
-    assert!(stats.connections_opened >= 2);
+    // A timed-out connection is not trusted again: no request reused one (under load a handshake
+    // may itself time out, so connections can outnumber requests).
+    assert!(hanging.connections() >= hanging.requests());
     assert_eq!(engine.sink.accepted("node-hang"), 0);
 }
 
