@@ -355,3 +355,57 @@ pub(crate) fn unix_now() -> UnixNanos {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_can_move_to_the_thread_that_stops_it() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ScrapeHandle>();
+    }
+
+    #[test]
+    fn zero_resolution_is_rejected_before_anything_starts() {
+        let (_tx, rx) = tokio::sync::watch::channel(Targets::default());
+        let result = start_with(
+            Arc::new(StoreSink::new(Arc::new(Store::new(
+                crate::store::StoreConfig::default(),
+            )))),
+            rx,
+            ScrapeConfig {
+                resolution: Duration::ZERO,
+                request_timeout: Duration::from_secs(10),
+                max_body_bytes: 1 << 20,
+                tls: KubeletTlsConfig {
+                    insecure: true,
+                    ..Default::default()
+                },
+            },
+            Arc::new(Telemetry::new()),
+            EngineOptions::default(),
+        );
+        assert!(matches!(result, Err(ScrapeError::Config(_))));
+    }
+
+    #[test]
+    fn starting_outside_an_actix_system_is_an_error() {
+        let (_tx, rx) = tokio::sync::watch::channel(Targets::default());
+        let result = start(
+            Arc::new(Store::new(crate::store::StoreConfig::default())),
+            rx,
+            ScrapeConfig {
+                resolution: Duration::from_secs(15),
+                request_timeout: Duration::from_secs(10),
+                max_body_bytes: 1 << 20,
+                tls: KubeletTlsConfig {
+                    insecure: true,
+                    ..Default::default()
+                },
+            },
+            Arc::new(Telemetry::new()),
+        );
+        assert!(matches!(result, Err(ScrapeError::NoSystem)));
+    }
+}
