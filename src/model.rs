@@ -107,8 +107,10 @@ impl Labels {
         V: Into<Name>,
         I: IntoIterator<Item = (K, V)>,
     {
-        let mut pairs: Vec<(Name, Name)> =
-            pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let mut pairs: Vec<(Name, Name)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         // Stable sort keeps insertion order among equal keys, so the last one wins below.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut unique: Vec<(Name, Name)> = Vec::with_capacity(pairs.len());
@@ -161,7 +163,10 @@ mod tests {
     #[test]
     fn labels_are_sorted_and_last_value_wins() {
         let labels = Labels::from_pairs([("b", "1"), ("a", "2"), ("b", "3")]);
-        assert_eq!(labels.iter().collect::<Vec<_>>(), vec![("a", "2"), ("b", "3")]);
+        assert_eq!(
+            labels.iter().collect::<Vec<_>>(),
+            vec![("a", "2"), ("b", "3")]
+        );
         assert_eq!(labels.get("b"), Some("3"));
         assert_eq!(labels.get("c"), None);
     }
