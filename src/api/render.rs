@@ -521,6 +521,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_pod_renders_as_json_carrying_its_values(
+            namespace in proptest::prelude::any::<String>(),
+            name in proptest::prelude::any::<String>(),
+            label in proptest::prelude::any::<(String, String)>(),
+            container in proptest::prelude::any::<String>(),
+            cpu in proptest::prelude::any::<u64>(),
+            memory in proptest::prelude::any::<u64>(),
+            timestamp in proptest::prelude::any::<i64>(),
+            window in proptest::prelude::any::<i64>(),
+        ) {
+            let mut p = pod(&namespace, &name, &[(&container, cpu, memory)]);
+            p.timestamp = timestamp;
+            p.window = window;
+            let labels = Labels::from_pairs([label.clone()]);
+            let mut out = Vec::new();
+            pod_metrics_list(&mut out, [(&p, &labels)].into_iter(), timestamp);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let item = &v["items"][0];
+            proptest::prop_assert_eq!(item["metadata"]["name"].as_str(), Some(name.as_str()));
+            proptest::prop_assert_eq!(item["metadata"]["namespace"].as_str(), Some(namespace.as_str()));
+            proptest::prop_assert_eq!(item["metadata"]["labels"][&label.0].as_str(), Some(label.1.as_str()));
+            proptest::prop_assert_eq!(item["containers"][0]["name"].as_str(), Some(container.as_str()));
+            proptest::prop_assert_eq!(
+                item["metadata"]["creationTimestamp"].as_str(),
+                item["timestamp"].as_str()
+            );
+        }
+    }
+
     #[test]
     fn not_found_message_quotes_the_name_as_go_does() {
         let mut quoted = String::new();
