@@ -1,5 +1,5 @@
-//! Go's text forms of time values, as the Kubernetes JSON encoder writes them: `time.Duration`
-//! strings (`metav1.Duration`) and RFC 3339 UTC seconds (`metav1.Time`).
+//! Go's text forms of values upstream puts on the wire: `time.Duration` strings
+//! (`metav1.Duration`), RFC 3339 UTC seconds (`metav1.Time`), and `%q`-quoted strings in messages.
 //!
 //! Pure formatting into a caller's buffer: no allocation, no clock, no time-zone data. The civil
 //! date is computed here from days since the epoch (proleptic Gregorian calendar), so no date
@@ -183,6 +183,44 @@ pub fn rfc3339(nanos: UnixNanos) -> [u8; 20] {
     ]
 }
 
+/// Appends `s` quoted as Go's `%q` (`strconv.Quote`) writes it, for the messages upstream builds
+/// with it (`<resource> "<name>" not found`, field errors). ASCII follows Go exactly; beyond ASCII, C1 controls and the common invisible format and
+/// space characters are escaped and the rest is kept (Go consults full Unicode tables for that).
+pub fn push_go_quoted(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{0}'..='\u{1f}' | '\u{7f}' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            '\u{80}'..='\u{a0}'
+            | '\u{ad}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200f}'
+            | '\u{2028}'..='\u{202f}'
+            | '\u{205f}'..='\u{206f}'
+            | '\u{3000}'
+            | '\u{e000}'..='\u{f8ff}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +357,12 @@ mod tests {
         ] {
             assert_eq!(civil_from_days(days_by_counting(y, m, d)), (y, m, d));
         }
+    }
+
+    #[test]
+    fn strings_are_quoted_as_go_quotes_them() {
+        let mut quoted = String::new();
+        push_go_quoted(&mut quoted, "a\"b\\c\n\u{1}\u{7f}é\u{200b}");
+        assert_eq!(quoted, r#""a\"b\\c\n\x01\x7fé\u200b""#);
     }
 }

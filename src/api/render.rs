@@ -16,7 +16,7 @@
 //! durations and times are formatted on the stack, and the creation time of a list is formatted
 //! once for all its items.
 
-use crate::api::gofmt::{self, write_duration};
+use crate::api::gofmt::{self, push_go_quoted, write_duration};
 use crate::api::json::write_str;
 use crate::api::quantity::{write_cpu, write_memory};
 use crate::model::{ContainerMetrics, Labels, NodeMetrics, PodMetrics, UnixNanos, Usage};
@@ -140,7 +140,7 @@ pub fn status_not_found(out: &mut Vec<u8>, group: &str, resource: &str, name: &s
         message.push_str(group);
     }
     message.push(' ');
-    go_quote(&mut message, name);
+    push_go_quoted(&mut message, name);
     message.push_str(" not found");
     status_with_details(
         out,
@@ -153,44 +153,6 @@ pub fn status_not_found(out: &mut Vec<u8>, group: &str, resource: &str, name: &s
             kind: resource,
         }),
     );
-}
-
-/// Appends `s` quoted as Go's `%q` (`strconv.Quote`) writes it, for the messages upstream builds
-/// with it. ASCII follows Go exactly; beyond ASCII, C1 controls and the common invisible format and
-/// space characters are escaped and the rest is kept (Go consults full Unicode tables for that).
-fn go_quote(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            '\u{0}'..='\u{1f}' | '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            '\u{80}'..='\u{a0}'
-            | '\u{ad}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200f}'
-            | '\u{2028}'..='\u{202f}'
-            | '\u{205f}'..='\u{206f}'
-            | '\u{3000}'
-            | '\u{e000}'..='\u{f8ff}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            _ => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 // === rendering helpers ===
@@ -550,12 +512,5 @@ mod tests {
                 item["timestamp"].as_str()
             );
         }
-    }
-
-    #[test]
-    fn not_found_message_quotes_the_name_as_go_does() {
-        let mut quoted = String::new();
-        go_quote(&mut quoted, "a\"b\\c\n\u{1}\u{7f}é\u{200b}");
-        assert_eq!(quoted, r#""a\"b\\c\n\x01\x7fé\u200b""#);
     }
 }

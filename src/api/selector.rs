@@ -17,6 +17,7 @@
 //! Error reasons reproduce upstream's messages closely enough for a person to recognise them;
 //! parsing never panics.
 
+use crate::api::gofmt::push_go_quoted;
 use crate::model::Labels;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -549,7 +550,11 @@ fn label_value_errors(value: &str) -> Vec<String> {
 
 /// A field error as apimachinery prints it: `<path>: Invalid value: "<value>": <details>`.
 fn invalid(path: &str, value: &str, details: &[String]) -> String {
-    format!("{path}: Invalid value: {value:?}: {}", details.join("; "))
+    let mut message = format!("{path}: Invalid value: ");
+    push_go_quoted(&mut message, value);
+    message.push_str(": ");
+    message.push_str(&details.join("; "));
+    message
 }
 
 fn validate_key(key: &str) -> Result<(), String> {
@@ -618,9 +623,12 @@ impl FieldSelector {
                 "metadata.name" => Field::Name,
                 "metadata.namespace" => Field::Namespace,
                 other => {
-                    return Err(error(format!(
-                        "{other:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
-                    )))
+                    let mut reason = String::new();
+                    push_go_quoted(&mut reason, other);
+                    reason.push_str(
+                        r#" is not a known field selector: only "metadata.name", "metadata.namespace""#,
+                    );
+                    return Err(error(reason));
                 }
             };
             terms.push(FieldTerm {
@@ -1066,6 +1074,10 @@ mod tests {
             (
                 "metadata.name =a",
                 r#""metadata.name " is not a known field selector: only "metadata.name", "metadata.namespace""#,
+            ),
+            (
+                "spec\u{1}=a",
+                r#""spec\x01" is not a known field selector: only "metadata.name", "metadata.namespace""#,
             ),
             (
                 "=a",
