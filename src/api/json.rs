@@ -48,22 +48,46 @@ pub fn write_str_contents(out: &mut Vec<u8>, s: &str) {
 /// keys and values are mostly shorter than a vector register.
 #[inline]
 fn is_plain(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if word_has_special(u64::from_le_bytes(word)) {
-            return false;
+    let len = bytes.len();
+    if len >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            if word_has_special(load8(chunk)) {
+                return false;
+            }
+        }
+        // The tail is covered by the last eight bytes, overlapping ones already checked; a
+        // variable-length copy into a padded word would stall the load that follows it.
+        return chunks.remainder().is_empty() || !word_has_special(load8(&bytes[len - 8..]));
+    }
+    if len >= 4 {
+        // Two overlapping four-byte loads cover all of 4..=7 bytes.
+        let word = load4(&bytes[..4]) | load4(&bytes[len - 4..]) << 32;
+        return !word_has_special(word);
+    }
+    match bytes {
+        [] => true,
+        // First, middle and last cover every byte of 1..=3; the rest is padded with 'A'.
+        [first, ..] => {
+            let word = u64::from(*first)
+                | u64::from(bytes[len / 2]) << 8
+                | u64::from(bytes[len - 1]) << 16
+                | (ONES * u64::from(b'A')) << 24;
+            !word_has_special(word)
         }
     }
-    let rest = chunks.remainder();
-    if rest.is_empty() {
-        return true;
-    }
-    // Pad with a byte that never needs escaping.
-    let mut word = [b'A'; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    !word_has_special(u64::from_le_bytes(word))
+}
+
+fn load8(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(word)
+}
+
+fn load4(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[..4]);
+    u64::from(u32::from_le_bytes(word))
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -191,6 +215,21 @@ mod tests {
                     word[position] = b;
                     let want = word.iter().any(|&x| CLASS[x as usize] != 0);
                     assert_eq!(word_has_special(u64::from_le_bytes(word)), want, "{word:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_special_byte_is_found_at_any_position_of_any_short_length() {
+        for len in 0..=24 {
+            let plain = vec![b'a'; len];
+            assert!(is_plain(&plain), "length {len}");
+            for position in 0..len {
+                for special in [b'<', 0x01, b'"'] {
+                    let mut bytes = plain.clone();
+                    bytes[position] = special;
+                    assert!(!is_plain(&bytes), "length {len}, position {position}");
                 }
             }
         }
