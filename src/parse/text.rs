@@ -7,7 +7,8 @@
 //!
 //! Cost model, which is why the API is split in stages: [`Lexer::next_entry`] finds the line end
 //! (`memchr`) and the metric name only, so a caller can drop a series it does not want before
-//! paying for anything else. [`SeriesLine::sample`] then finds the end of the label block from the
+//! paying for anything else; a caller that wants only a few names can skip even the name scan with
+//! [`SeriesLine::with_name`] (one comparison per candidate). [`SeriesLine::sample`] then finds the end of the label block from the
 //! line's end (`memrchr` for `}`: neither the value nor the timestamp can contain one) and parses the
 //! value and timestamp. Labels are parsed only when [`LabelBlock::iter`] is walked. Every step is a
 //! single forward or backward pass over its part of the line, so any input, including a
