@@ -1,1 +1,6 @@
-//! A simulated Kubernetes cluster: a kubelet fleet and a kube-apiserver stand-in.
+//! A simulated Kubernetes cluster for demos, tests and load runs: a fleet of kubelets serving
+//! `/metrics/resource` over TLS, and a kube-apiserver stand-in that serves the nodes and pods,
+//! reviews tokens and access, and proxies `metrics.k8s.io` like kube-aggregator.
+
+pub mod cluster;
+pub mod pki;

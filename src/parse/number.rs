@@ -37,27 +37,19 @@ fn fast_f64(token: &[u8]) -> Option<f64> {
         b'+' => (false, &token[1..]),
         _ => (false, token),
     };
-    let mut mantissa: u64 = 0;
-    let mut digit_count = 0usize;
+    let (mantissa, int_len) = accumulate_digits(digits, 0);
+    let mut i = int_len;
+    let mut mantissa = mantissa;
+    let mut digit_count = int_len;
     let mut exponent: i32 = 0;
-    let mut i = 0;
-    while i < digits.len() && digits[i].is_ascii_digit() {
-        mantissa = mantissa
-            .wrapping_mul(10)
-            .wrapping_add(u64::from(digits[i] - b'0'));
-        digit_count += 1;
-        i += 1;
-    }
-    if i < digits.len() && digits[i] == b'.' {
-        i += 1;
-        while i < digits.len() && digits[i].is_ascii_digit() {
-            mantissa = mantissa
-                .wrapping_mul(10)
-                .wrapping_add(u64::from(digits[i] - b'0'));
-            digit_count += 1;
-            exponent -= 1;
-            i += 1;
-        }
+    if digits.get(i) == Some(&b'.') {
+        let (with_fraction, frac_len) = accumulate_digits(&digits[i + 1..], mantissa);
+        mantissa = with_fraction;
+        digit_count += frac_len;
+        // At most 19 digits are kept (checked below), so a longer fraction only has to not
+        // overflow this conversion; it then leaves the fast path.
+        exponent = -i32::try_from(frac_len).ok()?;
+        i += 1 + frac_len;
     }
     // 19 decimal digits always fit in a u64, so the wrapping arithmetic above never wrapped.
     if digit_count == 0 || digit_count > 19 {
@@ -97,6 +89,22 @@ fn fast_f64(token: &[u8]) -> Option<f64> {
         magnitude / *POW10.get(usize::try_from(-exponent).ok()?)?
     };
     Some(if negative { -value } else { value })
+}
+
+/// Appends the leading decimal digits of `bytes` to `mantissa`; returns it and how many digits were
+/// read. Wraps on more than 19 digits, which callers reject by the count.
+#[inline(always)]
+fn accumulate_digits(bytes: &[u8], mut mantissa: u64) -> (u64, usize) {
+    let mut count = 0;
+    for &byte in bytes {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
+        count += 1;
+    }
+    (mantissa, count)
 }
 
 #[cold]
