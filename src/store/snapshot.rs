@@ -235,6 +235,10 @@ impl NodeEntry {
 
 /// The order pods are kept in: namespace, then name.
 pub(crate) fn pod_order(a: &PodMetrics, b: &PodMetrics) -> Ordering {
+    // Names are interned across scrapes, so a steady pod compares by pointer.
+    if Arc::ptr_eq(&a.namespace, &b.namespace) && Arc::ptr_eq(&a.name, &b.name) {
+        return Ordering::Equal;
+    }
     (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
 }
 

@@ -679,3 +679,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reordered_containers_keep_their_points() {
+    let store = Store::new(config());
+    let node = name("n1");
+    let p = |t: i64, cpu: u64| point(0, t * S, cpu, 1);
+    store.write_node(
+        &node,
+        &NodeScrape {
+            node: None,
+            pods: vec![pod("ns", "p", &[("a", p(100, 0)), ("b", p(100, 0))])],
+        },
+        100 * S,
+    );
+    store.write_node(
+        &node,
+        &NodeScrape {
+            node: None,
+            pods: vec![pod(
+                "ns",
+                "p",
+                &[("b", p(110, 10 * S as u64)), ("a", p(110, 5 * S as u64))],
+            )],
+        },
+        110 * S,
+    );
+    let snapshot = store.snapshot();
+    let served = snapshot.pod("ns", "p").unwrap();
+    let usage: Vec<(&str, u64)> = served
+        .containers
+        .iter()
+        .map(|c| (&*c.name, c.usage.cpu_nanocores))
+        .collect();
+    assert_eq!(usage, vec![("b", 1_000_000_000), ("a", 500_000_000)]);
+}
