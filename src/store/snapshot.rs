@@ -128,7 +128,7 @@ impl Snapshot {
         self.node_count > 0 && !self.pod_owners.is_empty()
     }
 
-    /// Nodes whose own usage is servable.
+    /// Nodes whose own usage is servable: `metrics_server_storage_points{type="node"}`.
     pub fn node_count(&self) -> usize {
         self.node_count
     }
@@ -138,7 +138,7 @@ impl Snapshot {
         self.pod_owners.len()
     }
 
-    /// Containers served across all pods.
+    /// Containers served across all pods: `metrics_server_storage_points{type="container"}`.
     pub fn container_count(&self) -> usize {
         self.container_count
     }
@@ -210,8 +210,10 @@ impl Snapshot {
 
         let (old_node, old_containers) = old.as_deref().map_or((0, 0), NodeEntry::counts);
         let (new_node, new_containers) = entry.map_or((0, 0), |e| e.counts());
-        next.node_count = next.node_count + new_node - old_node;
-        next.container_count = next.container_count + new_containers - old_containers;
+        // The counts are sums over the entries, the old entry's share included, so subtracting
+        // it first cannot underflow.
+        next.node_count = next.node_count - old_node + new_node;
+        next.container_count = next.container_count - old_containers + new_containers;
         next
     }
 }
