@@ -664,6 +664,7 @@ proptest! {
             let snapshot = store.snapshot();
             let listed: Vec<_> = snapshot.pods().collect();
             prop_assert_eq!(listed.len(), snapshot.pod_count(), "every indexed pod resolves");
+            prop_assert!(snapshot.slots_are_current());
             for pair in listed.windows(2) {
                 prop_assert!((&*pair[0].namespace, &*pair[0].name) < (&*pair[1].namespace, &*pair[1].name));
             }
