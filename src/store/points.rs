@@ -120,14 +120,21 @@ impl Points {
             Some(window) if window > 0 => window,
             _ => return Err(RateError::EmptyWindow),
         };
-        let used = u128::from(last.cumulative_cpu_used - prev.cumulative_cpu_used);
-        // `window > 0` was checked above, so the cast is lossless and the division is defined.
-        let nanocores = used * NANOS_PER_SECOND as u128 / window as u128;
+        let used = last.cumulative_cpu_used - prev.cumulative_cpu_used;
+        // `window > 0` was checked above, so the casts are lossless and the divisions defined.
+        let nanocores = match used.checked_mul(NANOS_PER_SECOND as u64) {
+            // Up to ~18 core-seconds per window: 64 bits suffice and divide much faster.
+            Some(scaled) => scaled / window as u64,
+            None => {
+                let exact = u128::from(used) * NANOS_PER_SECOND as u128 / window as u128;
+                u64::try_from(exact).unwrap_or(u64::MAX)
+            }
+        };
         Ok(Rate {
             timestamp: last.timestamp,
             window,
             usage: Usage {
-                cpu_nanocores: u64::try_from(nanocores).unwrap_or(u64::MAX),
+                cpu_nanocores: nanocores,
                 memory_bytes: last.memory_usage,
             },
         })
@@ -255,6 +262,16 @@ mod tests {
             last: point(0, 1, u64::MAX, 1),
         };
         assert_eq!(p.rate().unwrap().usage.cpu_nanocores, u64::MAX);
+    }
+
+    #[test]
+    fn rates_beyond_sixty_four_bit_products_are_exact() {
+        // 40 core-seconds over 10 s: the product exceeds u64, the rate (4 cores) does not.
+        let p = Points {
+            prev: Some(point(0, 0, 0, 1)),
+            last: point(0, 10 * S, 40 * S as u64 + 7, 1),
+        };
+        assert_eq!(p.rate().unwrap().usage.cpu_nanocores, 4_000_000_000);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Snapshot {
     /// Every node with something servable, by name.
     nodes: OrdMap<Name, Arc<NodeEntry>>,
     /// Which node serves each pod. Ordered by namespace then name, so one namespace is a range.
-    pod_owners: OrdMap<PodKey, Name>,
+    pod_owners: OrdMap<PodKey, PodOwner>,
     /// Nodes whose own usage is servable.
     node_count: usize,
     /// Containers served across all pods.
@@ -44,6 +44,15 @@ pub(crate) struct NodeEntry {
 pub(crate) struct PodKey {
     namespace: Name,
     name: Name,
+}
+
+/// Where a pod is served: its node, and its position in that node's entry.
+#[derive(Clone, Debug)]
+struct PodOwner {
+    node: Name,
+    /// A hint: checked against the pod's names before use, kept current whenever the node's
+    /// pod set changes, so a read finds the pod without searching the node's list.
+    slot: u32,
 }
 
 /// A borrowed [`PodKey`], so lookups need no allocation.
@@ -89,7 +98,9 @@ impl Snapshot {
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodMetrics> {
         let key = PodKeyRef { namespace, name };
         let owner = self.pod_owners.get(&key)?;
-        self.nodes.get(&**owner)?.pod(namespace, name)
+        self.nodes
+            .get(&*owner.node)?
+            .pod(namespace, name, owner.slot)
     }
 
     /// All pods sorted by namespace, then name.
@@ -128,7 +139,7 @@ impl Snapshot {
         self.node_count > 0 && !self.pod_owners.is_empty()
     }
 
-    /// Nodes whose own usage is servable.
+    /// Nodes whose own usage is servable: `metrics_server_storage_points{type="node"}`.
     pub fn node_count(&self) -> usize {
         self.node_count
     }
@@ -138,7 +149,7 @@ impl Snapshot {
         self.pod_owners.len()
     }
 
-    /// Containers served across all pods.
+    /// Containers served across all pods: `metrics_server_storage_points{type="container"}`.
     pub fn container_count(&self) -> usize {
         self.container_count
     }
@@ -150,11 +161,26 @@ impl Snapshot {
 
     /// The node serving a pod.
     pub(crate) fn pod_owner(&self, namespace: &str, name: &str) -> Option<&Name> {
-        self.pod_owners.get(&PodKeyRef { namespace, name })
+        self.pod_owners
+            .get(&PodKeyRef { namespace, name })
+            .map(|owner| &owner.node)
     }
 
-    fn owned_pod(&self, key: &PodKey, owner: &Name) -> Option<&PodMetrics> {
-        self.nodes.get(&**owner)?.pod(&key.namespace, &key.name)
+    /// Every index entry's slot points at its pod.
+    #[cfg(test)]
+    pub(crate) fn slots_are_current(&self) -> bool {
+        self.pod_owners.iter().all(|(key, owner)| {
+            self.nodes
+                .get(&*owner.node)
+                .and_then(|entry| entry.pods.get(owner.slot as usize))
+                .is_some_and(|p| p.namespace == key.namespace && p.name == key.name)
+        })
+    }
+
+    fn owned_pod(&self, key: &PodKey, owner: &PodOwner) -> Option<&PodMetrics> {
+        self.nodes
+            .get(&*owner.node)?
+            .pod(&key.namespace, &key.name, owner.slot)
     }
 
     /// This snapshot with `node`'s entry replaced by `entry` (`None` removes it).
@@ -185,7 +211,7 @@ impl Snapshot {
                         namespace: &gone.namespace,
                         name: &gone.name,
                     };
-                    if next.pod_owners.get(&key).is_some_and(|o| o == node) {
+                    if next.pod_owners.get(&key).is_some_and(|o| o.node == *node) {
                         next.pod_owners.remove(&key);
                     }
                     i += 1;
@@ -197,11 +223,27 @@ impl Snapshot {
                             namespace: added.namespace.clone(),
                             name: added.name.clone(),
                         },
-                        node.clone(),
+                        PodOwner {
+                            node: node.clone(),
+                            slot: slot(j),
+                        },
                     );
                     j += 1;
                 }
                 Ordering::Equal => {
+                    // Only a changed pod set moves pods; a steady update skips this.
+                    if i != j {
+                        let moved = &new_pods[j];
+                        let key = PodKeyRef {
+                            namespace: &moved.namespace,
+                            name: &moved.name,
+                        };
+                        if let Some(owner) = next.pod_owners.get_mut(&key) {
+                            if owner.node == *node {
+                                owner.slot = slot(j);
+                            }
+                        }
+                    }
                     i += 1;
                     j += 1;
                 }
@@ -210,8 +252,10 @@ impl Snapshot {
 
         let (old_node, old_containers) = old.as_deref().map_or((0, 0), NodeEntry::counts);
         let (new_node, new_containers) = entry.map_or((0, 0), |e| e.counts());
-        next.node_count = next.node_count + new_node - old_node;
-        next.container_count = next.container_count + new_containers - old_containers;
+        // The counts are sums over the entries, the old entry's share included, so subtracting
+        // it first cannot underflow.
+        next.node_count = next.node_count - old_node + new_node;
+        next.container_count = next.container_count - old_containers + new_containers;
         next
     }
 }
@@ -219,7 +263,12 @@ impl Snapshot {
 // === impl NodeEntry ===
 
 impl NodeEntry {
-    fn pod(&self, namespace: &str, name: &str) -> Option<&PodMetrics> {
+    /// The pod named so, looked for first at `slot`.
+    fn pod(&self, namespace: &str, name: &str, slot: u32) -> Option<&PodMetrics> {
+        let hinted = usize::try_from(slot).ok().and_then(|i| self.pods.get(i));
+        if let Some(pod) = hinted.filter(|p| &*p.namespace == namespace && &*p.name == name) {
+            return Some(pod);
+        }
         self.pods
             .binary_search_by(|p| (&*p.namespace, &*p.name).cmp(&(namespace, name)))
             .ok()
@@ -233,8 +282,17 @@ impl NodeEntry {
     }
 }
 
+/// A position as stored in a [`PodOwner`]; one beyond `u32` just never matches.
+fn slot(position: usize) -> u32 {
+    u32::try_from(position).unwrap_or(u32::MAX)
+}
+
 /// The order pods are kept in: namespace, then name.
 pub(crate) fn pod_order(a: &PodMetrics, b: &PodMetrics) -> Ordering {
+    // Names are interned across scrapes, so a steady pod compares by pointer.
+    if Arc::ptr_eq(&a.namespace, &b.namespace) && Arc::ptr_eq(&a.name, &b.name) {
+        return Ordering::Equal;
+    }
     (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
 }
 

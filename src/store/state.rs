@@ -65,52 +65,73 @@ impl NodeState {
             Points::next_node(self.node.as_ref(), point)
         });
 
+        // Old pods are consumed as they are matched: their container lists are reused in place.
+        let mut old_pods = std::mem::take(&mut self.pods);
         let mut pods: Vec<PodState> = Vec::with_capacity(scrape.pods.len());
         for pod in &scrape.pods {
-            let found = self.pods.binary_search_by(|p| {
+            let found = old_pods.binary_search_by(|p| {
                 (&*p.namespace, &*p.name).cmp(&(pod.namespace.as_ref(), pod.name.as_ref()))
             });
-            let old = found.ok().map(|i| &self.pods[i]);
-            let (namespace, name) = match old {
-                Some(old) => (old.namespace.clone(), old.name.clone()),
-                None => {
-                    let near = found.unwrap_or_else(|i| i);
-                    let namespace = self
-                        .intern_namespace(near, &pod.namespace)
+            let (namespace, name, old_containers) = match found {
+                Ok(i) => {
+                    let old = &mut old_pods[i];
+                    let containers = std::mem::take(&mut old.containers);
+                    (old.namespace.clone(), old.name.clone(), containers)
+                }
+                Err(near) => {
+                    let namespace = intern_namespace(&old_pods, near, &pod.namespace)
                         .or_else(|| {
                             pods.last()
                                 .filter(|p| *p.namespace == *pod.namespace)
                                 .map(|p| p.namespace.clone())
                         })
                         .unwrap_or_else(|| Name::from(pod.namespace.as_ref()));
-                    (namespace, Name::from(pod.name.as_ref()))
+                    (namespace, Name::from(pod.name.as_ref()), Vec::new())
                 }
             };
 
-            let mut containers: Vec<ContainerState> = Vec::with_capacity(pod.containers.len());
-            for container in &pod.containers {
-                if containers.iter().any(|c| *c.name == *container.name) {
-                    tracing::debug!(
-                        namespace = %namespace,
-                        pod = %name,
-                        container = %container.name,
-                        "Dropped a duplicate container point."
-                    );
-                    continue;
+            let same_containers = old_containers.len() == pod.containers.len()
+                && old_containers
+                    .iter()
+                    .zip(&pod.containers)
+                    .all(|(old, new)| *old.name == *new.name);
+            let containers = if same_containers {
+                // The steady case: same containers in the same order, updated in place.
+                let mut containers = old_containers;
+                for (state, container) in containers.iter_mut().zip(&pod.containers) {
+                    newest = newest.max(container.point.timestamp);
+                    state.points =
+                        Points::next_container(Some(&state.points), container.point, resolution);
                 }
-                newest = newest.max(container.point.timestamp);
-                let old =
-                    old.and_then(|p| p.containers.iter().find(|c| *c.name == *container.name));
-                containers.push(ContainerState {
-                    name: old
-                        .map_or_else(|| Name::from(container.name.as_ref()), |c| c.name.clone()),
-                    points: Points::next_container(
-                        old.map(|c| &c.points),
-                        container.point,
-                        resolution,
-                    ),
-                });
-            }
+                containers
+            } else {
+                let mut containers: Vec<ContainerState> = Vec::with_capacity(pod.containers.len());
+                for container in &pod.containers {
+                    if containers.iter().any(|c| *c.name == *container.name) {
+                        tracing::debug!(
+                            namespace = %namespace,
+                            pod = %name,
+                            container = %container.name,
+                            "Dropped a duplicate container point."
+                        );
+                        continue;
+                    }
+                    newest = newest.max(container.point.timestamp);
+                    let old = old_containers.iter().find(|c| *c.name == *container.name);
+                    containers.push(ContainerState {
+                        name: old.map_or_else(
+                            || Name::from(container.name.as_ref()),
+                            |c| c.name.clone(),
+                        ),
+                        points: Points::next_container(
+                            old.map(|c| &c.points),
+                            container.point,
+                            resolution,
+                        ),
+                    });
+                }
+                containers
+            };
             pods.push(PodState {
                 namespace,
                 name,
@@ -127,16 +148,6 @@ impl NodeState {
             self.newest_sample = newest;
             self.fresh_at = now;
         }
-    }
-
-    /// The namespace name of an old pod next to position `near`, if it is `namespace`.
-    fn intern_namespace(&self, near: usize, namespace: &str) -> Option<Name> {
-        let before = near.checked_sub(1).and_then(|i| self.pods.get(i));
-        [before, self.pods.get(near)]
-            .into_iter()
-            .flatten()
-            .find(|p| *p.namespace == *namespace)
-            .map(|p| p.namespace.clone())
     }
 
     /// Forgets one pod; says whether it was there.
@@ -243,6 +254,16 @@ impl PodState {
             containers,
         })
     }
+}
+
+/// The namespace name of a pod next to position `near` in `pods`, if it is `namespace`.
+fn intern_namespace(pods: &[PodState], near: usize, namespace: &str) -> Option<Name> {
+    let before = near.checked_sub(1).and_then(|i| pods.get(i));
+    [before, pods.get(near)]
+        .into_iter()
+        .flatten()
+        .find(|p| *p.namespace == *namespace)
+        .map(|p| p.namespace.clone())
 }
 
 fn pod_state_order(a: &PodState, b: &PodState) -> Ordering {

@@ -664,6 +664,7 @@ proptest! {
             let snapshot = store.snapshot();
             let listed: Vec<_> = snapshot.pods().collect();
             prop_assert_eq!(listed.len(), snapshot.pod_count(), "every indexed pod resolves");
+            prop_assert!(snapshot.slots_are_current());
             for pair in listed.windows(2) {
                 prop_assert!((&*pair[0].namespace, &*pair[0].name) < (&*pair[1].namespace, &*pair[1].name));
             }
@@ -678,4 +679,39 @@ proptest! {
             prop_assert_eq!(by_ns, snapshot.pod_count());
         }
     }
+}
+
+#[test]
+fn reordered_containers_keep_their_points() {
+    let store = Store::new(config());
+    let node = name("n1");
+    let p = |t: i64, cpu: u64| point(0, t * S, cpu, 1);
+    store.write_node(
+        &node,
+        &NodeScrape {
+            node: None,
+            pods: vec![pod("ns", "p", &[("a", p(100, 0)), ("b", p(100, 0))])],
+        },
+        100 * S,
+    );
+    store.write_node(
+        &node,
+        &NodeScrape {
+            node: None,
+            pods: vec![pod(
+                "ns",
+                "p",
+                &[("b", p(110, 10 * S as u64)), ("a", p(110, 5 * S as u64))],
+            )],
+        },
+        110 * S,
+    );
+    let snapshot = store.snapshot();
+    let served = snapshot.pod("ns", "p").unwrap();
+    let usage: Vec<(&str, u64)> = served
+        .containers
+        .iter()
+        .map(|c| (&*c.name, c.usage.cpu_nanocores))
+        .collect();
+    assert_eq!(usage, vec![("b", 1_000_000_000), ("a", 500_000_000)]);
 }
