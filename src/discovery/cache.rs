@@ -53,6 +53,13 @@ impl<K: Ord + Clone, V: PartialEq> Cache<K, V> {
         &self.live
     }
 
+    /// Every cached value: the live map's, then the buffered relist's.
+    pub fn values(&self) -> impl Iterator<Item = &Arc<V>> {
+        self.live
+            .values()
+            .chain(self.relist.iter().flat_map(|buffer| buffer.values()))
+    }
+
     /// The first relist has completed.
     pub fn is_synced(&self) -> bool {
         self.synced

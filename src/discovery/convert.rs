@@ -79,30 +79,38 @@ pub fn metrics_path(annotation: Option<&str>) -> String {
     }
 }
 
-/// Shares one allocation among equal strings: namespaces, node names, label keys and values.
+/// Shares one allocation among equal strings (namespaces, node names, label keys and values)
+/// and among equal label sets.
 ///
 /// A 300,000-pod cluster has a few hundred namespaces, a few thousand nodes and a handful of
-/// label keys, each repeated across many pods; interning stores each once. Entries that nothing
-/// else references any more are pruned whenever the table doubles since the last prune, so
-/// churn (nodes and namespaces coming and going) does not grow it without bound.
+/// label keys, each repeated across many pods; the replicas of a ReplicaSet carry identical
+/// label sets. Interning stores each once. Strings that nothing else references any more are
+/// pruned whenever the table doubles since the last prune; the label-set table is rebuilt from
+/// the sets still cached (see [`Interner::label_sets_full`]). Churn therefore does not grow
+/// either without bound.
 #[derive(Debug)]
 pub struct Interner {
     names: HashSet<Name>,
     /// Size at which the next prune runs.
     prune_at: usize,
+    label_sets: HashSet<Labels>,
+    /// Size at which the label-set table asks to be rebuilt.
+    rebuild_label_sets_at: usize,
 }
 
 impl Default for Interner {
     fn default() -> Self {
         Interner {
             names: HashSet::new(),
-            prune_at: Self::MIN_PRUNE_AT,
+            prune_at: Self::MIN_TABLE,
+            label_sets: HashSet::new(),
+            rebuild_label_sets_at: Self::MIN_TABLE,
         }
     }
 }
 
 impl Interner {
-    const MIN_PRUNE_AT: usize = 4096;
+    const MIN_TABLE: usize = 4096;
 
     /// The shared copy of `value`.
     pub fn intern(&mut self, value: &str) -> Name {
@@ -120,7 +128,24 @@ impl Interner {
     /// Forgets strings only the table still holds.
     pub fn prune(&mut self) {
         self.names.retain(|name| Arc::strong_count(name) > 1);
-        self.prune_at = (self.names.len() * 2).max(Self::MIN_PRUNE_AT);
+        self.prune_at = (self.names.len() * 2).max(Self::MIN_TABLE);
+    }
+
+    /// The label-set table has doubled since it was last rebuilt and may hold sets no object
+    /// uses any more; the owner of the caches should call [`Interner::rebuild_label_sets`].
+    pub fn label_sets_full(&self) -> bool {
+        self.label_sets.len() >= self.rebuild_label_sets_at
+    }
+
+    /// Keeps only the label sets in `in_use`.
+    pub fn rebuild_label_sets<'a>(&mut self, in_use: impl IntoIterator<Item = &'a Labels>) {
+        self.label_sets.clear();
+        for labels in in_use {
+            if !self.label_sets.contains(labels) {
+                self.label_sets.insert(labels.clone());
+            }
+        }
+        self.rebuild_label_sets_at = (self.label_sets.len() * 2).max(Self::MIN_TABLE);
     }
 
     #[cfg(test)]
@@ -133,7 +158,12 @@ impl Interner {
             .into_iter()
             .map(|(k, v)| (self.intern(k), self.intern(v)))
             .collect();
-        Labels::from_pairs(pairs)
+        let labels = Labels::from_pairs(pairs);
+        if let Some(shared) = self.label_sets.get(&labels) {
+            return shared.clone();
+        }
+        self.label_sets.insert(labels.clone());
+        labels
     }
 }
 
@@ -326,6 +356,23 @@ mod tests {
         ));
         let node = node_info(&NodeObject::new("node-1"), &rules(&[]), &mut names).unwrap();
         assert!(Arc::ptr_eq(&node.name, a.node.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn equal_label_sets_share_one_array_until_rebuilt_without_them() {
+        let mut names = Interner::default();
+        let mut a = PodObject::new("ns", "a");
+        a.labels.insert("app".into(), "web".into());
+        let mut b = PodObject::new("ns", "b");
+        b.labels.insert("app".into(), "web".into());
+        let a = pod_info(&a, &mut names).unwrap();
+        let b = pod_info(&b, &mut names).unwrap();
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(names.label_sets.len(), 1);
+        names.rebuild_label_sets([]);
+        assert!(names.label_sets.is_empty());
+        names.rebuild_label_sets([&a.labels, &b.labels]);
+        assert_eq!(names.label_sets.len(), 1);
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub use objects::METRICS_PATH_ANNOTATION;
 use objects::{NodeObject, PodObject};
 use watcher::{Reflector, Shared, Update};
 
+/// The writer's pieces, for benches and memory tests; not a supported interface.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::convert::TargetRules;
+    pub use super::objects::{NodeAddress, NodeObject, PodObject};
+    pub use super::watcher::{Reflector, Shared, Update};
+}
+
 /// What the API and the scrape supervisor need of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {

@@ -194,7 +194,6 @@ impl NodeObject {
         self.meta.name.as_deref()
     }
 
-    #[cfg(test)]
     /// Builds a node in memory (tests and benches; the cluster's come from JSON).
     pub fn new(name: &str) -> Self {
         NodeObject {
@@ -292,7 +291,6 @@ impl PodObject {
         self.meta.namespace.as_deref()
     }
 
-    #[cfg(test)]
     /// Builds a pod in memory (tests and benches; the cluster's come from JSON).
     pub fn new(namespace: &str, name: &str) -> Self {
         PodObject {

@@ -88,6 +88,11 @@ impl Reflector {
             Update::Node(Err(error)) => log_watch_error("nodes", &error),
             Update::Pod(Err(error)) => log_watch_error("pods", &error),
         }
+        if self.names.label_sets_full() {
+            let nodes = self.nodes.values().map(|info| &info.labels);
+            let pods = self.pods.values().map(|info| &info.labels);
+            self.names.rebuild_label_sets(nodes.chain(pods));
+        }
     }
 
     fn node_event(&mut self, event: Event<NodeObject>) {
