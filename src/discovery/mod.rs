@@ -3,17 +3,19 @@
 //! Knows nothing about metrics: it produces scrape targets and the label/phase caches the API joins with.
 //!
 //! Two `kube` watchers (nodes, filtered by `--node-selector`, and all pods) feed one writer task
-//! ([`watcher`]) that converts each object into a small [`NodeInfo`] or [`PodInfo`] as it arrives
+//! (`watcher`) that converts each object into a small [`NodeInfo`] or [`PodInfo`] as it arrives
 //! and never keeps the object itself. The writer publishes immutable [`ClusterView`]s through
 //! `arc-swap` (readers never lock) and the scrape target set through a `tokio::sync::watch`
-//! channel that changes only when a target does. Code map: [`objects`] decodes only the fields
-//! used, [`convert`] picks address, port and path and interns names, [`cache`] applies events and
-//! swaps relists in whole, [`selector`] checks `--node-selector`.
+//! channel that changes only when a target does. Code map: `objects` decodes only the fields
+//! used, `convert` picks address, port and path and interns names, `cache` applies events and
+//! swaps relists in whole, `selector` checks `--node-selector`.
 //!
 //! ## Memory usage
-//! A pod costs its `PodInfo`, its name, its label array and a map entry (a few hundred bytes);
-//! namespaces, node names and label strings are shared. Views share structure, so publishing one
-//! copies nothing but a few tree nodes.
+//! A pod costs its `PodInfo`, its name and a map entry; namespaces, node names, label strings
+//! and whole label sets (identical across a ReplicaSet's replicas) are shared. Measured by
+//! `tests/discovery_memory.rs`: about 240 bytes per cached object, some 70 MiB for 10,000 nodes
+//! and 300,000 pods. Views share structure, so publishing one copies nothing but a few tree
+//! nodes, and a relist reuses every unchanged entry.
 
 mod cache;
 mod convert;
