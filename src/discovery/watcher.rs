@@ -29,6 +29,11 @@ use crate::model::{Name, ScrapeTarget};
 /// Minimum time between two published views while events keep arriving.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(5);
 
+/// Events applied back to back before the task yields. A list page from the API server's watch
+/// cache can hold every pod of the cluster, all ready at once; yielding now and then keeps the
+/// runtime's other tasks (on a current-thread runtime, the API server's) responsive meanwhile.
+const EVENTS_PER_YIELD: u32 = 1024;
+
 /// What readers share with the writer.
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -111,6 +116,7 @@ impl Reflector {
                 // Names only the previous lists referenced can go now.
                 let change = self.nodes.init_done();
                 self.names.prune();
+                tracing::info!(kind = "nodes", count = self.nodes.live().len(), "Listed.");
                 change
             }
             Event::Apply(node) => match self.node_info(&node) {
@@ -155,6 +161,7 @@ impl Reflector {
             Event::InitDone => {
                 let change = self.pods.init_done();
                 self.names.prune();
+                tracing::info!(kind = "pods", count = self.pods.live().len(), "Listed.");
                 change
             }
             Event::Apply(pod) => match convert::pod_info(&pod, &mut self.names) {
@@ -240,6 +247,7 @@ pub async fn run<S>(
 {
     let mut updates = pin!(updates);
     let mut last_publish: Option<Instant> = None;
+    let mut since_yield = 0u32;
     loop {
         let next = if reflector.is_dirty() {
             let deadline = last_publish.map_or_else(Instant::now, |at| at + PUBLISH_INTERVAL);
@@ -258,6 +266,11 @@ pub async fn run<S>(
         };
         let Some(update) = next else { break };
         reflector.handle(update);
+        since_yield += 1;
+        if since_yield >= EVENTS_PER_YIELD {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         if reflector.is_dirty() {
             let now = Instant::now();
             if last_publish.is_none_or(|at| now >= at + PUBLISH_INTERVAL) {
@@ -440,6 +453,31 @@ mod tests {
             view.generation(),
             2 * PODS
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_ready_burst_lets_other_tasks_on_the_thread_run() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        tokio::spawn(async move { flag.store(true, Ordering::Release) });
+        let (tx, rx) = mpsc::unbounded();
+        tx.unbounded_send(Update::Pod(Ok(Event::Init))).unwrap();
+        for i in 0..3 * EVENTS_PER_YIELD {
+            let pod = running_pod("ns", &format!("pod-{i}"));
+            tx.unbounded_send(Update::Pod(Ok(Event::InitApply(pod))))
+                .unwrap();
+        }
+        drop(tx);
+        let (targets_tx, _targets_rx) = watch::channel(Targets::default());
+        run(
+            rx,
+            Reflector::new(rules()),
+            Arc::new(Shared::default()),
+            targets_tx,
+        )
+        .await;
+        // Every event was ready at once; the other task ran only if the writer yielded.
+        assert!(ran.load(Ordering::Acquire));
     }
 
     #[tokio::test(flavor = "current_thread")]
