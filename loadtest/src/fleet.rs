@@ -610,6 +610,21 @@ impl FleetHandle {
             .unwrap_or_default()
     }
 
+    /// Writes `kubelet-nodes.txt` (one `name address:port` per line) and `kubelet-fleet.pid` into
+    /// the state directory, for out-of-process load clients.
+    pub fn write_node_list(&self) -> Result<(), FleetError> {
+        let list: String = self
+            .addresses()
+            .iter()
+            .map(|(name, addr)| format!("{name} {addr}\n"))
+            .collect();
+        write(&self.inner.dir.join(crate::scrape_all::NODES_FILE), &list)?;
+        write(
+            &self.inner.dir.join(crate::scrape_all::PID_FILE),
+            &std::process::id().to_string(),
+        )
+    }
+
     /// Stops serving and waits for every connection task to end.
     pub async fn shutdown(&self) {
         self.inner.ctx.shutdown.cancel();

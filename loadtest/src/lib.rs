@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod fleet;
 pub mod kubelet;
 pub mod pki;
+pub mod scrape_all;

@@ -6,16 +6,57 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use kubelet_fleet::churn::{self, ChurnRates};
 use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
 use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
+use kubelet_fleet::scrape_all::{self, ScrapeConfig};
 
 /// A simulated Kubernetes cluster: N kubelets serving /metrics/resource over TLS.
 #[derive(Parser, Debug)]
-#[command(name = "kubelet-fleet", version)]
+#[command(
+    name = "kubelet-fleet",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Scrape every kubelet of a running fleet over persistent HTTP/2 connections and report the
+    /// fleet's CPU and memory.
+    ScrapeAll(ScrapeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ScrapeArgs {
+    /// The running fleet's state directory.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Each node is scraped once per interval, start times spread evenly.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    interval: Duration,
+    /// How long to run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The fleet's process id (default: read from the state directory).
+    #[arg(long)]
+    fleet_pid: Option<u32>,
+}
+
+/// Running the fleet.
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Number of simulated nodes.
     #[arg(long, default_value_t = 100)]
@@ -24,8 +65,8 @@ struct Args {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=110))]
     pods_per_node: u64,
     /// Where CA, client credentials and token (and kubeconfigs) are written.
-    #[arg(long)]
-    state_dir: PathBuf,
+    #[arg(long, required = true)]
+    state_dir: Option<PathBuf>,
     /// Kubelet port (0: a free one).
     #[arg(long, default_value_t = 10250)]
     port: u16,
@@ -147,7 +188,34 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::ScrapeAll(scrape)) => scrape_all_command(scrape).await,
+        None => run(cli.run).await,
+    }
+}
+
+async fn scrape_all_command(args: ScrapeArgs) -> anyhow::Result<()> {
+    if let Err(error) = raise_open_file_limit() {
+        tracing::warn!(%error, "Could not raise the open-file limit.");
+    }
+    let summary = scrape_all::run(ScrapeConfig {
+        state_dir: args.state_dir,
+        interval: args.interval,
+        duration: args.duration,
+        timeout: args.timeout,
+        fleet_pid: args.fleet_pid,
+    })
+    .await
+    .context("scraping the fleet")?;
+    println!("{summary}");
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Some(state_dir) = args.state_dir.clone() else {
+        anyhow::bail!("--state-dir is required");
+    };
     let started = Instant::now();
     match raise_open_file_limit() {
         Ok(limit) => tracing::info!(limit, "Open-file limit raised."),
@@ -188,14 +256,14 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.fault(kind, fraction).context("fault fractions")?;
     }
     let fleet = builder
-        .start(&args.state_dir)
+        .start(&state_dir)
         .await
         .context("starting the kubelet fleet")?;
 
     // === API stand-in ===
     // Wired here once `kubelet_fleet::apiserver` exists:
     //   let api = kubelet_fleet::apiserver::start(api_config, fleet.cluster()).await?;
-    // with `api_config` taking `args.state_dir` and `args.aggregate_to`.
+    // with `api_config` taking `state_dir` and `args.aggregate_to`.
     if let Some(target) = &args.aggregate_to {
         tracing::info!(%target, "Aggregation target noted for the API stand-in.");
     }
@@ -217,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         ))
     });
 
+    fleet.write_node_list().context("writing the node list")?;
     let pods = fleet.cluster().list_pods().items.len();
     let port = fleet
         .port()
@@ -228,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
         pods,
         port,
         fleet.faulty_nodes().len(),
-        args.state_dir.display(),
+        state_dir.display(),
         started.elapsed().as_millis()
     );
 

@@ -295,16 +295,16 @@ impl Generator {
         } else if roll < 0.85 {
             (
                 Profile::Steady {
-                    cores: 0.01 + 0.49 * unit(h(2)),
+                    cores: 0.005 + 0.245 * unit(h(2)),
                 },
                 (50.0 + 750.0 * unit(h(3))) * 1048576.0,
             )
         } else {
-            let base = 0.02 + 0.08 * unit(h(2));
+            let base = 0.01 + 0.04 * unit(h(2));
             (
                 Profile::Spiky {
                     base,
-                    peak: 0.5 + 1.5 * unit(h(4)),
+                    peak: 0.2 + 0.8 * unit(h(4)),
                     period: 30.0 + 270.0 * unit(h(5)),
                 },
                 (100.0 + 400.0 * unit(h(3))) * 1048576.0,
