@@ -58,6 +58,10 @@ pub struct ScrapeConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub nodes: usize,
+    /// Nodes whose connection could not be opened during the warm-up.
+    pub connect_failed: u64,
+    /// Time to open every connection before measuring.
+    pub warmup: Duration,
     pub scrapes_ok: u64,
     pub scrapes_failed: u64,
     pub bytes: u64,
@@ -78,8 +82,10 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         write!(
             f,
-            "nodes={} ok={} failed={} rate={:.1}/s bytes={} latency_p50<={}ms p99<={}ms max<={}ms",
+            "nodes={} connect_failed={} warmup={:.1}s ok={} failed={} rate={:.1}/s bytes={} latency_p50<={}ms p99<={}ms max<={}ms",
             self.nodes,
+            self.connect_failed,
+            self.warmup.as_secs_f64(),
             self.scrapes_ok,
             self.scrapes_failed,
             self.scrapes_ok as f64 / secs,
@@ -90,6 +96,10 @@ impl std::fmt::Display for Summary {
         )?;
         if let Some(cpu) = self.fleet_cpu_cores {
             write!(f, " fleet_cpu={:.1}%", cpu * 100.0)?;
+            if self.scrapes_ok > 0 {
+                let per = cpu * secs / self.scrapes_ok as f64 * 1e6;
+                write!(f, " fleet_cpu_per_scrape={per:.0}us")?;
+            }
         }
         if let Some(rss) = self.fleet_rss_kib {
             write!(f, " fleet_rss={}MiB", rss / 1024)?;
@@ -104,6 +114,7 @@ impl std::fmt::Display for Summary {
 /// Latency histogram with power-of-two millisecond buckets.
 #[derive(Default)]
 struct Stats {
+    connect_failed: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
@@ -111,6 +122,14 @@ struct Stats {
 }
 
 impl Stats {
+    /// Counts a failure, logging the first few so a broken run explains itself.
+    fn fail(&self, what: &str, error: &dyn std::fmt::Display) {
+        let before = self.failed.fetch_add(1, Ordering::Relaxed);
+        if before < 5 {
+            tracing::warn!(%error, what, "Scrape failed.");
+        }
+    }
+
     fn observe(&self, latency: Duration) {
         let ms = latency.as_millis().max(1) as u64;
         let bucket = (64 - ms.leading_zeros() as usize).min(19);
@@ -200,19 +219,56 @@ pub async fn run(config: ScrapeConfig) -> Result<Summary, ScrapeError> {
     };
 
     let stats = Arc::new(Stats::default());
+
+    // Warm-up: open every connection first (a bounded number at a time), so the measured window
+    // shows steady-state scraping rather than 10,000 handshakes.
+    let warmup_began = Instant::now();
+    let mut senders: Vec<Option<Sender>> = Vec::with_capacity(nodes.len());
+    {
+        let gate = Arc::new(tokio::sync::Semaphore::new(64));
+        let mut opening = tokio::task::JoinSet::new();
+        for (i, addr) in nodes.iter().copied().enumerate() {
+            let gate = gate.clone();
+            let connector = connector.clone();
+            let timeout = config.timeout;
+            opening.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let result = tokio::time::timeout(timeout, open(addr, &connector)).await;
+                (i, result)
+            });
+        }
+        senders.resize_with(nodes.len(), || None);
+        while let Some(joined) = opening.join_next().await {
+            match joined {
+                Ok((i, Ok(Ok(sender)))) => senders[i] = Some(sender),
+                Ok((_, Ok(Err(error)))) => {
+                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "Connecting failed.");
+                }
+                _ => {
+                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    let warmup = warmup_began.elapsed();
+
     let started = Instant::now();
     let fleet_cpu_start = fleet_pid.and_then(cpu_seconds);
     let own_cpu_start = cpu_seconds(std::process::id());
     let n = nodes.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, addr) in nodes.iter().copied().enumerate() {
+    for (i, (addr, sender)) in nodes.iter().copied().zip(senders).enumerate() {
         let offset = config.interval * i as u32 / n;
         let connector = connector.clone();
         let token = token.clone();
         let stats = stats.clone();
         let config = config.clone();
         tasks.spawn(async move {
-            node_loop(addr, offset, connector, token, stats, config, started).await;
+            node_loop(
+                addr, sender, offset, connector, token, stats, config, started,
+            )
+            .await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -228,6 +284,8 @@ pub async fn run(config: ScrapeConfig) -> Result<Summary, ScrapeError> {
     };
     Ok(Summary {
         nodes: nodes.len(),
+        connect_failed: stats.connect_failed.load(Ordering::Relaxed),
+        warmup,
         scrapes_ok: stats.ok.load(Ordering::Relaxed),
         scrapes_failed: stats.failed.load(Ordering::Relaxed),
         bytes: stats.bytes.load(Ordering::Relaxed),
@@ -243,8 +301,10 @@ pub async fn run(config: ScrapeConfig) -> Result<Summary, ScrapeError> {
 
 type Sender = http2::SendRequest<Empty<Bytes>>;
 
+#[allow(clippy::too_many_arguments)]
 async fn node_loop(
     addr: SocketAddr,
+    mut sender: Option<Sender>,
     offset: Duration,
     connector: TlsConnector,
     token: String,
@@ -252,7 +312,6 @@ async fn node_loop(
     config: ScrapeConfig,
     started: Instant,
 ) {
-    let mut sender: Option<Sender> = None;
     let mut next = started + offset;
     let end = started + config.duration;
     while next < end {
@@ -270,12 +329,29 @@ async fn node_loop(
                 stats.bytes.fetch_add(bytes, Ordering::Relaxed);
                 stats.observe(began.elapsed());
             }
-            _ => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+            Ok(Err(error)) => {
+                stats.fail("request", &error);
+                sender = None;
+            }
+            Err(_) => {
+                stats.fail("request", &"timed out");
                 sender = None;
             }
         }
     }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn open(addr: SocketAddr, connector: &TlsConnector) -> Result<Sender, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await?;
+    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 async fn scrape_once(
@@ -283,16 +359,9 @@ async fn scrape_once(
     connector: &TlsConnector,
     token: &str,
     sender: &mut Option<Sender>,
-) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<u64, BoxError> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let tls = connector
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await?;
-        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        *sender = Some(send);
+        *sender = Some(open(addr, connector).await?);
     }
     let Some(send) = sender.as_mut() else {
         return Err("no connection".into());

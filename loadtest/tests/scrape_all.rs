@@ -26,6 +26,7 @@ async fn load_client_scrapes_every_node_each_interval_over_one_connection() {
     .await
     .expect("runs");
     assert_eq!(summary.nodes, 4);
+    assert_eq!(summary.connect_failed, 0);
     assert_eq!(summary.scrapes_failed, 0);
     assert_eq!(summary.scrapes_ok, 12);
     assert!(summary.fleet_rss_kib.is_some());

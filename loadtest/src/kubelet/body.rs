@@ -29,13 +29,17 @@ enum Slot {
 }
 
 /// A rendered-once body with slots.
+///
+/// ## Memory
+/// One contiguous buffer of static text per node (about 22 KB at 30 pods) plus 8 bytes per slot:
+/// per-piece allocations would add ~15 KB of headers per node at 10,000 nodes.
 #[derive(Debug)]
 pub struct Template {
-    /// Static text; `pieces[i]` precedes `slots[i]`, the last piece ends the body.
-    pieces: Vec<Bytes>,
+    /// All static text, slots removed.
+    text: Bytes,
+    /// `slots[i]` goes at offset `cuts[i]` of `text`, after the text before it.
+    cuts: Vec<u32>,
     slots: Vec<Slot>,
-    /// Bytes of static text, to size the output buffer.
-    static_len: usize,
 }
 
 const HELP_CONTAINER_CPU: &str = "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds\n# TYPE container_cpu_usage_seconds_total counter\n";
@@ -48,32 +52,30 @@ const HELP_POD_MEMORY: &str = "# HELP pod_memory_working_set_bytes [STABLE] Curr
 const TAIL: &str = "# HELP resource_scrape_error [STABLE] 1 if there was an error while getting container metrics, 0 otherwise\n# TYPE resource_scrape_error gauge\nresource_scrape_error 0\n# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise\n# TYPE scrape_error gauge\nscrape_error 0\n";
 
 struct Builder {
-    pieces: Vec<Bytes>,
+    text: String,
+    cuts: Vec<u32>,
     slots: Vec<Slot>,
-    current: String,
-    static_len: usize,
 }
 
 impl Builder {
     fn text(&mut self, s: &str) {
-        self.current.push_str(s);
+        self.text.push_str(s);
     }
 
     fn slot(&mut self, slot: Slot) {
-        let piece = std::mem::take(&mut self.current);
-        self.static_len += piece.len();
-        self.pieces.push(Bytes::from(piece));
+        // Bodies stay far below 4 GiB (110 pods of a few containers make ~100 KB).
+        self.cuts.push(self.text.len() as u32);
         self.slots.push(slot);
     }
 
     fn finish(mut self) -> Template {
-        let piece = std::mem::take(&mut self.current);
-        self.static_len += piece.len();
-        self.pieces.push(Bytes::from(piece));
+        self.text.shrink_to_fit();
+        self.cuts.shrink_to_fit();
+        self.slots.shrink_to_fit();
         Template {
-            pieces: self.pieces,
+            text: Bytes::from(self.text),
+            cuts: self.cuts,
             slots: self.slots,
-            static_len: self.static_len,
         }
     }
 }
@@ -103,10 +105,9 @@ impl Template {
         pods.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)));
 
         let mut b = Builder {
-            pieces: Vec::new(),
+            text: String::with_capacity(4096),
+            cuts: Vec::new(),
             slots: Vec::new(),
-            current: String::with_capacity(4096),
-            static_len: 0,
         };
         let labels = |c: &(usize, &str, &str, &str, i64)| {
             format!(
@@ -178,9 +179,12 @@ impl Template {
     /// The body for the values `e` (from the layout this template was made of).
     pub fn render(&self, e: &Evaluated) -> Bytes {
         // Numbers add at most ~24 bytes per slot.
-        let mut out = BytesMut::with_capacity(self.static_len + self.slots.len() * 24);
-        for (piece, slot) in self.pieces.iter().zip(&self.slots) {
-            out.put_slice(piece);
+        let mut out = BytesMut::with_capacity(self.text.len() + self.slots.len() * 24);
+        let mut from = 0;
+        for (&cut, slot) in self.cuts.iter().zip(&self.slots) {
+            let cut = cut as usize;
+            out.put_slice(self.text.get(from..cut).unwrap_or_default());
+            from = cut;
             // Indices come from the same layout the values were evaluated from; a missing index
             // would be a bug, and prints nothing rather than panicking.
             match *slot {
@@ -219,9 +223,7 @@ impl Template {
                 }
             }
         }
-        if let Some(last) = self.pieces.last() {
-            out.put_slice(last);
-        }
+        out.put_slice(self.text.get(from..).unwrap_or_default());
         out.freeze()
     }
 }
