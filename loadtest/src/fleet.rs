@@ -77,6 +77,7 @@ pub struct FleetBuilder {
     token: Option<String>,
     faults: FaultPlan,
     sample_period: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 /// A simulated cluster's kubelets.
@@ -95,6 +96,7 @@ impl Fleet {
             token: None,
             faults: FaultPlan::default(),
             sample_period: Duration::ZERO,
+            idle_timeout: Some(Duration::from_secs(90)),
         }
     }
 }
@@ -166,6 +168,12 @@ impl FleetBuilder {
         self
     }
 
+    /// Closes connections idle this long (default 90 s, as the kubelet does); `None`: never.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
     /// Writes the credentials into `state_dir`, registers every node and pod in a new cluster,
     /// and starts serving.
     pub async fn start(self, state_dir: impl AsRef<Path>) -> Result<FleetHandle, FleetError> {
@@ -203,6 +211,7 @@ impl FleetBuilder {
             },
             padding: std::sync::OnceLock::new(),
             padding_limit: self.faults.params.huge_bytes.min(64 << 20),
+            idle_timeout: self.idle_timeout,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });

@@ -89,6 +89,9 @@ struct Args {
     /// request time.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     sample_period: Duration,
+    /// Close connections idle this long, like the kubelet (0: never).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
     #[arg(long)]
     aggregate_to: Option<String>,
@@ -231,6 +234,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .bind(args.bind)
         .auth_required(!args.anonymous)
         .sample_period(args.sample_period)
+        .idle_timeout((!args.idle_timeout.is_zero()).then_some(args.idle_timeout))
         .fault_params(FaultParams {
             slow_delay: args.slow_delay,
             huge_bytes: args.huge_bytes,

@@ -341,3 +341,34 @@ async fn the_same_seed_builds_the_same_cluster() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_clients_reconnect() {
+    let dir = tempdir();
+    let fleet = Fleet::builder()
+        .nodes(1)
+        .pods_per_node(2)
+        .port(0)
+        .idle_timeout(Some(std::time::Duration::from_millis(200)))
+        .start(dir.path())
+        .await
+        .expect("fleet starts");
+    let (name, addr) = fleet.addresses()[0].clone();
+    let creds = || Credentials::Token(fleet.token().to_owned());
+    let mut conn = connect(dir.path(), addr, addr.ip(), creds(), H2)
+        .await
+        .expect("connects");
+    assert_eq!(conn.get("/metrics/resource").await.expect("scrape").0, 200);
+    // Wait for the server to close the idle connection, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !conn.is_closed() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(conn.is_closed(), "idle connection still open");
+    let mut again = connect(dir.path(), addr, addr.ip(), creds(), H2)
+        .await
+        .expect("reconnects");
+    assert_eq!(again.get("/metrics/resource").await.expect("scrape").0, 200);
+    assert_eq!(fleet.counts(&name).expect("counts").connections, 2);
+    fleet.shutdown().await;
+}

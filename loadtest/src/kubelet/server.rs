@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +97,9 @@ pub struct ServeContext {
     pub padding: std::sync::OnceLock<Bytes>,
     /// Upper bound of the padding, bytes.
     pub padding_limit: usize,
+    /// Connections with no bytes moving for this long are closed gracefully (the kubelet's Go
+    /// server closes idle connections after 90 s); `None` keeps them forever.
+    pub idle_timeout: Option<Duration>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -168,16 +172,103 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServeCon
             async move { Ok::<_, Infallible>(handle(req, &node, &ctx, client_cert).await) }
         })
     };
+    let last_activity = Arc::new(AtomicI64::new(now_ms()));
+    let io = Tracked {
+        inner: tls,
+        last: last_activity.clone(),
+    };
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::select! {
-        result = conn => {
-            if let Err(error) = result {
-                tracing::debug!(node = %node.name, %peer, %error, "Connection ended with an error.");
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle_ms = ctx.idle_timeout.map(|d| d.as_millis() as i64);
+    let mut check = tokio::time::interval(
+        ctx.idle_timeout
+            .map(|d| (d / 4).max(Duration::from_millis(10)))
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(node = %node.name, %peer, %error, "Connection ended with an error.");
+                }
+                return;
             }
+            _ = check.tick(), if idle_ms.is_some() && !closing => {
+                let idle = now_ms() - last_activity.load(Ordering::Relaxed);
+                if idle_ms.is_some_and(|limit| idle >= limit) {
+                    tracing::debug!(node = %node.name, %peer, idle_ms = idle, "Closing an idle connection.");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = node.gone.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
         }
-        _ = node.gone.cancelled() => {}
-        _ = ctx.shutdown.cancelled() => {}
+    }
+}
+
+/// A connection's byte stream, noting when bytes last moved.
+struct Tracked<S> {
+    inner: S,
+    /// Unix milliseconds of the last read or write.
+    last: Arc<AtomicI64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

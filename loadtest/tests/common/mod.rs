@@ -107,6 +107,12 @@ pub async fn connect(
 }
 
 impl Conn {
+    /// Whether the server closed (or is closing) the connection.
+    pub fn is_closed(&self) -> bool {
+        self.h2.as_ref().map(|s| s.is_closed()).unwrap_or(true)
+            && self.h1.as_ref().map(|s| s.is_closed()).unwrap_or(true)
+    }
+
     /// GETs `path`; returns the status and the whole body.
     pub async fn get(&mut self, path: &str) -> Result<(u16, Bytes), Error> {
         let mut req = http::Request::get(format!("https://kubelet{path}"));
