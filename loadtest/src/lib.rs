@@ -2,5 +2,9 @@
 //! `/metrics/resource` over TLS, and a kube-apiserver stand-in that serves the nodes and pods,
 //! reviews tokens and access, and proxies `metrics.k8s.io` like kube-aggregator.
 
+pub mod churn;
 pub mod cluster;
+pub mod fleet;
+pub mod kubelet;
 pub mod pki;
+pub mod scrape_all;

@@ -1,1 +1,327 @@
-fn main() {}
+//! `kubelet-fleet`: runs a simulated cluster (kubelets, and the API stand-in once wired) until
+//! SIGINT or SIGTERM, printing a line beginning with `ready` once everything listens.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use kubelet_fleet::churn::{self, ChurnRates};
+use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
+use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
+use kubelet_fleet::scrape_all::{self, ScrapeConfig};
+
+/// A simulated Kubernetes cluster: N kubelets serving /metrics/resource over TLS.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubelet-fleet",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Scrape every kubelet of a running fleet over persistent HTTP/2 connections and report the
+    /// fleet's CPU and memory.
+    ScrapeAll(ScrapeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ScrapeArgs {
+    /// The running fleet's state directory.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Each node is scraped once per interval, start times spread evenly.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    interval: Duration,
+    /// How long to run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The fleet's process id (default: read from the state directory).
+    #[arg(long)]
+    fleet_pid: Option<u32>,
+}
+
+/// Running the fleet.
+#[derive(clap::Args, Debug)]
+struct Args {
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: u64,
+    /// Pods per node.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=110))]
+    pods_per_node: u64,
+    /// Where CA, client credentials and token (and kubeconfigs) are written.
+    #[arg(long, required = true)]
+    state_dir: Option<PathBuf>,
+    /// Kubelet port (0: a free one).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Seed for names, profiles and fault selection.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Put every node on 127.0.0.1 with its own port (port + index) instead of one address each.
+    #[arg(long)]
+    single_address: bool,
+    /// Address of the shared listener.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Accept unauthenticated scrapes (a real kubelet answers them with 401).
+    #[arg(long)]
+    anonymous: bool,
+    /// Bearer token the kubelets accept (default: drawn at start, written to STATE_DIR/kubelet-token).
+    #[arg(long)]
+    token: Option<String>,
+    /// Spacing of each container's sampling grid (cAdvisor housekeeping), e.g. 10s; 0 samples at
+    /// request time.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    sample_period: Duration,
+    /// Close connections idle this long, like the kubelet (0: never).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
+    #[arg(long)]
+    aggregate_to: Option<String>,
+
+    /// Fraction of nodes answering slowly (see --slow-delay).
+    #[arg(long, default_value_t = 0.0)]
+    fault_slow: f64,
+    /// Fraction of nodes that never answer.
+    #[arg(long, default_value_t = 0.0)]
+    fault_hang: f64,
+    /// Fraction of nodes resetting the connection mid-body.
+    #[arg(long, default_value_t = 0.0)]
+    fault_reset: f64,
+    /// Fraction of nodes answering 500.
+    #[arg(long, default_value_t = 0.0)]
+    fault_500: f64,
+    /// Fraction of nodes answering 401 whatever the credentials.
+    #[arg(long, default_value_t = 0.0)]
+    fault_401: f64,
+    /// Fraction of nodes answering garbage bytes.
+    #[arg(long, default_value_t = 0.0)]
+    fault_garbage: f64,
+    /// Fraction of nodes answering truncated bodies.
+    #[arg(long, default_value_t = 0.0)]
+    fault_truncated: f64,
+    /// Fraction of nodes answering multi-megabyte bodies (see --huge-bytes).
+    #[arg(long, default_value_t = 0.0)]
+    fault_huge: f64,
+    /// Fraction of nodes whose samples are stale (see --skew).
+    #[arg(long, default_value_t = 0.0)]
+    fault_stale: f64,
+    /// Fraction of nodes whose samples are from the future (see --skew).
+    #[arg(long, default_value_t = 0.0)]
+    fault_future: f64,
+    /// Fraction of nodes whose certificate names another IP.
+    #[arg(long, default_value_t = 0.0)]
+    fault_wrong_san: f64,
+    /// Fraction of nodes whose certificate comes from an untrusted CA.
+    #[arg(long, default_value_t = 0.0)]
+    fault_wrong_ca: f64,
+    /// Delay of slow nodes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    slow_delay: Duration,
+    /// Extra bytes in multi-megabyte bodies.
+    #[arg(long, default_value_t = 8 << 20)]
+    huge_bytes: usize,
+    /// How far stale or future samples are off.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    skew: Duration,
+
+    /// Pods created per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn_pod_create: f64,
+    /// Pods deleted per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn_pod_delete: f64,
+    /// Containers restarted per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn_restart: f64,
+    /// Nodes added per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn_node_add: f64,
+    /// Nodes removed per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn_node_remove: f64,
+    /// How often churn is applied.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    churn_tick: Duration,
+}
+
+/// Parses `500ms`, `15s`, `2m`, `1h` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 15s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::ScrapeAll(scrape)) => scrape_all_command(scrape).await,
+        None => run(cli.run).await,
+    }
+}
+
+async fn scrape_all_command(args: ScrapeArgs) -> anyhow::Result<()> {
+    if let Err(error) = raise_open_file_limit() {
+        tracing::warn!(%error, "Could not raise the open-file limit.");
+    }
+    let summary = scrape_all::run(ScrapeConfig {
+        state_dir: args.state_dir,
+        interval: args.interval,
+        duration: args.duration,
+        timeout: args.timeout,
+        fleet_pid: args.fleet_pid,
+    })
+    .await
+    .context("scraping the fleet")?;
+    println!("{summary}");
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Some(state_dir) = args.state_dir.clone() else {
+        anyhow::bail!("--state-dir is required");
+    };
+    let started = Instant::now();
+    match raise_open_file_limit() {
+        Ok(limit) => tracing::info!(limit, "Open-file limit raised."),
+        Err(error) => tracing::warn!(%error, "Could not raise the open-file limit."),
+    }
+
+    let mut builder = Fleet::builder()
+        .nodes(args.nodes)
+        .pods_per_node(args.pods_per_node)
+        .seed(args.seed)
+        .port(args.port)
+        .single_address(args.single_address)
+        .bind(args.bind)
+        .auth_required(!args.anonymous)
+        .sample_period(args.sample_period)
+        .idle_timeout((!args.idle_timeout.is_zero()).then_some(args.idle_timeout))
+        .fault_params(FaultParams {
+            slow_delay: args.slow_delay,
+            huge_bytes: args.huge_bytes,
+            skew_ms: args.skew.as_millis() as i64,
+        });
+    if let Some(token) = &args.token {
+        builder = builder.token(token.clone());
+    }
+    for (kind, fraction) in [
+        (FaultKind::Slow, args.fault_slow),
+        (FaultKind::Hang, args.fault_hang),
+        (FaultKind::Reset, args.fault_reset),
+        (FaultKind::ServerError, args.fault_500),
+        (FaultKind::Unauthorized, args.fault_401),
+        (FaultKind::Garbage, args.fault_garbage),
+        (FaultKind::Truncated, args.fault_truncated),
+        (FaultKind::Huge, args.fault_huge),
+        (FaultKind::Stale, args.fault_stale),
+        (FaultKind::Future, args.fault_future),
+        (FaultKind::WrongSan, args.fault_wrong_san),
+        (FaultKind::WrongCa, args.fault_wrong_ca),
+    ] {
+        builder = builder.fault(kind, fraction).context("fault fractions")?;
+    }
+    let fleet = builder
+        .start(&state_dir)
+        .await
+        .context("starting the kubelet fleet")?;
+
+    // === API stand-in ===
+    // Wired here once `kubelet_fleet::apiserver` exists:
+    //   let api = kubelet_fleet::apiserver::start(api_config, fleet.cluster()).await?;
+    // with `api_config` taking `state_dir` and `args.aggregate_to`.
+    if let Some(target) = &args.aggregate_to {
+        tracing::info!(%target, "Aggregation target noted for the API stand-in.");
+    }
+
+    let stop = CancellationToken::new();
+    let rates = ChurnRates {
+        pod_create: args.churn_pod_create,
+        pod_delete: args.churn_pod_delete,
+        container_restart: args.churn_restart,
+        node_add: args.churn_node_add,
+        node_remove: args.churn_node_remove,
+    };
+    let churn_task = (!rates.is_idle()).then(|| {
+        tokio::spawn(churn::run(
+            fleet.clone(),
+            rates,
+            args.churn_tick,
+            stop.clone(),
+        ))
+    });
+
+    fleet.write_node_list().context("writing the node list")?;
+    let pods = fleet.cluster().list_pods().items.len();
+    let port = fleet
+        .port()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "per-node".to_owned());
+    println!(
+        "ready nodes={} pods={} port={} faulty={} state_dir={} startup_ms={}",
+        fleet.node_count(),
+        pods,
+        port,
+        fleet.faulty_nodes().len(),
+        state_dir.display(),
+        started.elapsed().as_millis()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stop.cancel();
+    if let Some(task) = churn_task {
+        if let Ok(tally) = task.await {
+            tracing::info!(?tally, "Churn stopped.");
+        }
+    }
+    let totals = fleet.total_counts();
+    fleet.shutdown().await;
+    eprintln!(
+        "stopped connections={} requests={} bodies={}",
+        totals.connections, totals.requests, totals.bodies
+    );
+    Ok(())
+}
