@@ -5,6 +5,7 @@
 pub mod churn;
 pub mod cluster;
 pub mod fleet;
+pub mod harness;
 pub mod kubelet;
 pub mod pki;
 pub mod scrape_all;
