@@ -352,8 +352,11 @@ impl Dialer {
         }
     }
 
-    /// Sends one GET and reads the whole body; returns its length.
-    async fn get(&self, conn: &Conn, path: &str) -> Result<u64, BoxError> {
+    async fn send(
+        &self,
+        conn: &Conn,
+        path: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
         let authority = match self.target.addr {
             SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -370,7 +373,7 @@ impl Dialer {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req.body(Empty::<Bytes>::new())?;
-        let response = match conn {
+        Ok(match conn {
             Conn::H2(send) => {
                 let mut send = send.clone();
                 send.ready().await?;
@@ -381,7 +384,12 @@ impl Dialer {
                 send.ready().await?;
                 send.send_request(req).await?
             }
-        };
+        })
+    }
+
+    /// Sends one GET and reads the whole body without keeping it; returns its length.
+    async fn get(&self, conn: &Conn, path: &str) -> Result<u64, BoxError> {
+        let response = self.send(conn, path).await?;
         let status = response.status();
         let mut body = response.into_body();
         let mut bytes = 0u64;
@@ -394,6 +402,84 @@ impl Dialer {
             return Err(format!("status {status}").into());
         }
         Ok(bytes)
+    }
+
+    /// Sends one GET and returns the body of a 2xx answer.
+    async fn get_body(&self, conn: &Conn, path: &str) -> Result<Bytes, BoxError> {
+        let response = self.send(conn, path).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("status {status}").into());
+        }
+        Ok(body)
+    }
+}
+
+/// A single client connection for occasional requests (probes, `/metrics` scrapes), reopened
+/// when it breaks.
+pub struct Client {
+    dialer: Dialer,
+    conn: Option<Conn>,
+    timeout: Duration,
+}
+
+/// Why a single request failed.
+#[derive(Debug, thiserror::Error)]
+#[error("GET {path}: {reason}")]
+pub struct RequestError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl Client {
+    pub fn new(
+        target: Target,
+        protocol: Protocol,
+        timeout: Duration,
+    ) -> Result<Client, ApiLoadError> {
+        let connector = tls_connector(&target, protocol)?;
+        let server_name = ServerName::try_from(target.server_name.clone())
+            .map_err(|_| ApiLoadError::ServerName(target.server_name.clone()))?;
+        Ok(Client {
+            dialer: Dialer {
+                target,
+                protocol,
+                connector,
+                server_name,
+            },
+            conn: None,
+            timeout,
+        })
+    }
+
+    /// GETs `path` and returns the body of a 2xx answer.
+    pub async fn get(&mut self, path: &str) -> Result<Bytes, RequestError> {
+        let fail = |reason: String| RequestError {
+            path: path.to_owned(),
+            reason,
+        };
+        let outcome = tokio::time::timeout(self.timeout, async {
+            if self.conn.as_ref().is_none_or(Conn::is_closed) {
+                self.conn = Some(self.dialer.open().await?);
+            }
+            match &self.conn {
+                Some(conn) => self.dialer.get_body(conn, path).await,
+                None => Err::<Bytes, BoxError>("no connection".into()),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(error)) => {
+                self.conn = None;
+                Err(fail(error.to_string()))
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(fail("timed out".to_owned()))
+            }
+        }
     }
 }
 

@@ -8,4 +8,6 @@
 
 pub mod apiload;
 pub mod case;
+pub mod fleetctl;
+pub mod freshness;
 pub mod procstat;
