@@ -10,4 +10,6 @@ pub mod apiload;
 pub mod case;
 pub mod fleetctl;
 pub mod freshness;
+pub mod plot;
 pub mod procstat;
+pub mod report;
