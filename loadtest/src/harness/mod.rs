@@ -13,3 +13,4 @@ pub mod freshness;
 pub mod plot;
 pub mod procstat;
 pub mod report;
+pub mod runner;

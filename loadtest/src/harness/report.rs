@@ -340,6 +340,7 @@ impl RunData {
 fn fmt_value(v: Option<f64>) -> String {
     match v {
         None => "n/a".to_owned(),
+        Some(v) if v == v.trunc() && v.abs() < 1e15 => format!("{v:.0}"),
         Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
         Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
         Some(v) => format!("{v:.4}"),
