@@ -1005,13 +1005,57 @@ async fn kubectl_gets_nodes_and_tops_them_through_the_aggregator() {
         String::from_utf8_lossy(&out.stdout),
         "node/node-1\nnode/node-2\n"
     );
+    // The Table form: the usual columns, namespaces from the row objects.
+    let out = kubectl(
+        &files.kubeconfig,
+        cache.path(),
+        &["get", "nodes", "-o", "wide"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "get nodes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
+    );
+    let row: Vec<&str> = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[0], row[1], row[5]),
+        ("node-1", "Ready", "127.0.0.1"),
+        "{stdout}"
+    );
     let out = kubectl(&files.kubeconfig, cache.path(), &["get", "pods", "-A"]).await;
     assert!(
         out.status.success(),
         "get pods: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("web-3"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..4], ["NAMESPACE", "NAME", "READY", "STATUS"]);
+    assert_eq!(
+        rows[4][..4],
+        ["other", "web-3", "1/1", "Running"],
+        "{stdout}"
+    );
 
     let (backend, task) = fake_backend(f.server.front_proxy_ca_pem()).await;
     f.server.set_aggregate_to(Some(backend));
@@ -1037,4 +1081,60 @@ async fn kubectl_gets_nodes_and_tops_them_through_the_aggregator() {
         String::from_utf8_lossy(&out.stderr)
     );
     task.abort();
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() {
+    let f = fixture().await;
+    let client = client_from(&f.server.files().server_kubeconfig).await;
+    let nodes: Api<Node> = Api::all(client);
+    let rv = f.cluster.resource_version().to_string();
+    let stream = nodes
+        .watch(&WatchParams::default().timeout(3600), &rv)
+        .await
+        .expect("watch");
+    let ended = tokio::spawn(async move { stream.collect::<Vec<_>>().await });
+    f.server.shutdown().await;
+    tokio::time::timeout(BOUND, ended)
+        .await
+        .expect("the watch ends with the server")
+        .expect("join");
+}
+
+#[tokio::test]
+async fn a_watch_that_falls_behind_the_broadcast_ends_instead_of_skipping_events() {
+    let f = fixture().await;
+    let client = client_from(&f.server.files().server_kubeconfig).await;
+    let nodes: Api<Node> = Api::all(client);
+    let rv = f.cluster.resource_version().to_string();
+    let mut stream = nodes
+        .watch(&WatchParams::default().timeout(3600), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    // Far more changes than the broadcast holds, while nobody reads the stream.
+    let changes = 100_000u32;
+    for i in 0..changes {
+        let mut n = node("node-1", 1, &[]);
+        n.labels.insert("gen".to_owned(), i.to_string());
+        f.cluster.update_node(n).expect("update");
+    }
+    let mut received = 0u32;
+    let mut last_gen = None;
+    tokio::time::timeout(BOUND, async {
+        while let Some(event) = stream.try_next().await.expect("event") {
+            if let WatchEvent::Modified(n) = event {
+                let generation: u32 = n.metadata.labels.expect("labels")["gen"]
+                    .parse()
+                    .expect("gen");
+                // Whatever arrives arrives in order and without gaps.
+                assert_eq!(generation, last_gen.map_or(0, |g: u32| g + 1));
+                last_gen = Some(generation);
+                received += 1;
+            }
+        }
+    })
+    .await
+    .expect("the lagging watch ends by itself");
+    assert!(received < changes, "received {received} of {changes}");
 }

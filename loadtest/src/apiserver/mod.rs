@@ -8,7 +8,8 @@
 //! configured state directory at start.
 //!
 //! Code map: `routes` dispatches and serves the core API, `proxy` forwards to the backend,
-//! `auth` decides identities and permissions, `selector` parses selectors, `objects` renders JSON,
+//! `auth` decides identities and permissions, `selector` parses selectors, `objects` renders JSON
+//! and `table` the kubectl Table form,
 //! `tls` holds the CAs and rustls configurations, `files` writes kubeconfigs.
 
 mod auth;
@@ -18,6 +19,7 @@ mod objects;
 mod proxy;
 mod routes;
 mod selector;
+mod table;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

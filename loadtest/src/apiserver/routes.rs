@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -23,6 +23,7 @@ use super::auth::{authorize, Attributes, UserInfo};
 use super::body::Body;
 use super::objects::{push_json_str, push_node, push_pod, rfc3339, status_failure};
 use super::selector::{FieldSelector, LabelSelector};
+use super::table::{self, TableKind};
 use super::{proxy, stopped, Shared};
 use crate::cluster::{Change, ClusterError, EventType, Node, Object, Pod};
 
@@ -359,6 +360,11 @@ pub(crate) async fn handle(
         Err(message) => return bad_request(&message),
     };
     let attrs = attributes(&route, &method, &path, &query);
+    let as_table = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wants_table);
     match user {
         None if !(matches!(route, Route::Version | Route::Health)) => return unauthorized(),
         Some(user) if !authorize(user, &attrs).0 => return forbidden(user, &attrs),
@@ -386,7 +392,7 @@ pub(crate) async fn handle(
             kind,
             namespace,
             name,
-        } => serve_resource(shared, kind, namespace, name, query),
+        } => serve_resource(shared, kind, namespace, name, query, as_table),
         Route::Metrics | Route::NotFound => not_found(),
     }
 }
@@ -630,9 +636,10 @@ fn serve_resource(
     namespace: Option<String>,
     name: Option<String>,
     query: Query,
+    as_table: bool,
 ) -> Response<Body> {
     if let Some(name) = name {
-        return get_one(&shared, kind, namespace.as_deref(), &name);
+        return get_one(&shared, kind, namespace.as_deref(), &name, as_table);
     }
     let labels = match LabelSelector::parse(&query.label_selector) {
         Ok(s) => s,
@@ -661,7 +668,7 @@ fn serve_resource(
                 }
             }
         }
-        list(shared, kind, filter)
+        list(shared, kind, filter, as_table)
     }
 }
 
@@ -673,18 +680,48 @@ fn expired(rv: u64) -> Response<Body> {
     )
 }
 
-fn get_one(shared: &Shared, kind: Kind, namespace: Option<&str>, name: &str) -> Response<Body> {
+fn get_one(
+    shared: &Shared,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+    as_table: bool,
+) -> Response<Body> {
     let mut out = String::with_capacity(1024);
+    let now = std::time::SystemTime::now();
+    let rv = shared.cluster.resource_version();
     let found = match kind {
         Kind::Nodes => shared.cluster.node(name).map(|node| {
-            push_node(&mut out, &node, &shared.node_resources);
+            if as_table {
+                table::push_head(&mut out, TableKind::Nodes, rv);
+                table::push_node_row(&mut out, &node, now);
+                out.push_str(table::TABLE_TAIL);
+            } else {
+                push_node(&mut out, &node, &shared.node_resources);
+            }
         }),
         Kind::Pods => namespace
             .and_then(|ns| shared.cluster.pod(ns, name))
-            .map(|pod| push_pod(&mut out, &pod)),
+            .map(|pod| {
+                if as_table {
+                    table::push_head(&mut out, TableKind::Pods, rv);
+                    table::push_pod_row(&mut out, &pod, now);
+                    out.push_str(table::TABLE_TAIL);
+                } else {
+                    push_pod(&mut out, &pod);
+                }
+            }),
         Kind::ConfigMaps => (namespace == Some(AUTH_CONFIGMAP_NAMESPACE)
             && name == AUTH_CONFIGMAP_NAME)
-            .then(|| out.push_str(&auth_configmap_json(shared))),
+            .then(|| {
+                if as_table {
+                    table::push_head(&mut out, TableKind::ConfigMaps, rv);
+                    push_auth_configmap_row(&mut out);
+                    out.push_str(table::TABLE_TAIL);
+                } else {
+                    out.push_str(&auth_configmap_json(shared));
+                }
+            }),
     };
     match found {
         Some(()) => json_response(StatusCode::OK, out),
@@ -719,6 +756,18 @@ fn auth_configmap_json(shared: &Shared) -> String {
         },
     })
     .to_string()
+}
+
+/// How many data keys the authentication ConfigMap has (its Table row shows the count).
+const AUTH_CONFIGMAP_KEYS: usize = 7;
+
+fn push_auth_configmap_row(out: &mut String) {
+    table::push_configmap_row(
+        out,
+        AUTH_CONFIGMAP_NAME,
+        AUTH_CONFIGMAP_NAMESPACE,
+        AUTH_CONFIGMAP_KEYS,
+    );
 }
 
 /// Accumulates rendered output and sends it in chunks.
@@ -761,13 +810,62 @@ fn stream_response(body: Body) -> Response<Body> {
     response
 }
 
-fn list(shared: Arc<Shared>, kind: Kind, filter: Filter) -> Response<Body> {
+fn list(shared: Arc<Shared>, kind: Kind, filter: Filter, as_table: bool) -> Response<Body> {
     let (tx, body) = Body::channel();
     tokio::spawn(async move {
         let mut out = Chunker::new(tx);
-        let _ = render_list(&shared, kind, &filter, &mut out).await;
+        let _ = if as_table {
+            render_table(&shared, kind, &filter, &mut out).await
+        } else {
+            render_list(&shared, kind, &filter, &mut out).await
+        };
     });
     stream_response(body)
+}
+
+async fn render_table(
+    shared: &Shared,
+    kind: Kind,
+    filter: &Filter,
+    out: &mut Chunker,
+) -> Result<(), ()> {
+    let now = std::time::SystemTime::now();
+    match kind {
+        Kind::Nodes => {
+            let listing = shared.cluster.list_nodes();
+            table::push_head(&mut out.buf, TableKind::Nodes, listing.resource_version);
+            for (i, node) in listing.items.iter().filter(|n| filter.node(n)).enumerate() {
+                if i > 0 {
+                    out.buf.push(',');
+                }
+                table::push_node_row(&mut out.buf, node, now);
+                out.maybe_flush().await?;
+            }
+        }
+        Kind::Pods => {
+            let listing = shared.cluster.list_pods();
+            table::push_head(&mut out.buf, TableKind::Pods, listing.resource_version);
+            for (i, pod) in listing.items.iter().filter(|p| filter.pod(p)).enumerate() {
+                if i > 0 {
+                    out.buf.push(',');
+                }
+                table::push_pod_row(&mut out.buf, pod, now);
+                out.maybe_flush().await?;
+            }
+        }
+        Kind::ConfigMaps => {
+            table::push_head(
+                &mut out.buf,
+                TableKind::ConfigMaps,
+                shared.cluster.resource_version(),
+            );
+            if filter.auth_configmap() {
+                push_auth_configmap_row(&mut out.buf);
+            }
+        }
+    }
+    out.buf.push_str(table::TABLE_TAIL);
+    out.flush().await
 }
 
 async fn render_list(
