@@ -7,7 +7,7 @@
 //! never changes them. Files for clients (CA certificates, kubeconfigs) are written into the
 //! configured state directory at start.
 //!
-//! Code map: `routes` dispatches and serves the core API, `proxy` forwards to the backend,
+//! Code map: `routes` dispatches and serves the core API, `watches` streams changes, `proxy` forwards to the backend,
 //! `auth` decides identities and permissions, `selector` parses selectors, `objects` renders JSON
 //! and `table` the kubectl Table form,
 //! `tls` holds the CAs and rustls configurations, `files` writes kubeconfigs.
@@ -21,6 +21,7 @@ mod routes;
 mod selector;
 mod table;
 mod tls;
+mod watches;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
