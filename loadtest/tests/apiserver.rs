@@ -1138,3 +1138,36 @@ async fn a_watch_that_falls_behind_the_broadcast_ends_instead_of_skipping_events
     .expect("the lagging watch ends by itself");
     assert!(received < changes, "received {received} of {changes}");
 }
+
+#[tokio::test]
+async fn a_watch_on_one_node_hears_nothing_about_the_others() {
+    let f = fixture().await;
+    let client = client_from(&f.server.files().server_kubeconfig).await;
+    let nodes: Api<Node> = Api::all(client);
+    let rv = f.cluster.resource_version().to_string();
+    let mut stream = nodes
+        .watch(
+            &WatchParams::default()
+                .fields("metadata.name=node-1")
+                .timeout(20),
+            &rv,
+        )
+        .await
+        .expect("watch")
+        .boxed();
+    f.cluster
+        .update_node(node("node-2", 2, &[("zone", "c")]))
+        .expect("update");
+    f.cluster
+        .update_node(node("node-1", 1, &[("zone", "c")]))
+        .expect("update");
+    let first = tokio::time::timeout(BOUND, stream.try_next())
+        .await
+        .expect("event in time")
+        .expect("event")
+        .expect("stream open");
+    assert!(
+        matches!(&first, WatchEvent::Modified(n) if n.metadata.name.as_deref() == Some("node-1")),
+        "{first:?}"
+    );
+}

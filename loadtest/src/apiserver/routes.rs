@@ -623,8 +623,28 @@ impl Filter {
             })
     }
 
-    pub(super) fn is_selective(&self) -> bool {
-        !self.labels.is_empty() || !self.fields.is_empty()
+    /// Whether a change could have moved the object out of the selection: false when it fails a
+    /// requirement on a field that never changes (name, namespace, node binding), so a watch on
+    /// one node or one name does not hear about every other object's updates.
+    pub(super) fn node_may_have_matched(&self, node: &Node) -> bool {
+        self.fields.matches_only(&["metadata.name"], |f| match f {
+            "metadata.name" => node.name.as_str(),
+            _ => "",
+        })
+    }
+
+    /// As [`Filter::node_may_have_matched`], for pods.
+    pub(super) fn pod_may_have_matched(&self, pod: &Pod) -> bool {
+        self.pod_in_scope(pod)
+            && self.fields.matches_only(
+                &["metadata.name", "metadata.namespace", "spec.nodeName"],
+                |f| match f {
+                    "metadata.name" => pod.name.as_str(),
+                    "metadata.namespace" => pod.namespace.as_str(),
+                    "spec.nodeName" => pod.node.as_str(),
+                    _ => "",
+                },
+            )
     }
 }
 

@@ -171,12 +171,12 @@ impl FieldSelector {
             .all(|(name, value, equal)| (field(name) == value) == *equal)
     }
 
-    /// The value a `metadata.name=` requirement pins, if any (lets a lookup skip a scan).
-    pub fn pinned(&self, name: &str) -> Option<&str> {
+    /// Matches only the requirements on the fields in `only`, ignoring the others.
+    pub fn matches_only<'a>(&self, only: &[&str], field: impl Fn(&str) -> &'a str) -> bool {
         self.requirements
             .iter()
-            .find(|(f, _, equal)| f == name && *equal)
-            .map(|(_, v, _)| v.as_str())
+            .filter(|(name, _, _)| only.contains(&name.as_str()))
+            .all(|(name, value, equal)| (field(name) == value) == *equal)
     }
 }
 
@@ -254,7 +254,8 @@ mod tests {
         assert!(get("p1", "n1"));
         assert!(!get("p2", "n1"));
         assert!(!get("p1", "n2"));
-        assert_eq!(s.pinned("spec.nodeName"), Some("n1"));
-        assert_eq!(s.pinned("metadata.name"), None);
+        assert!(s.matches_only(&["spec.nodeName"], |_| "n1"));
+        assert!(!s.matches_only(&["spec.nodeName"], |_| "n2"));
+        assert!(s.matches_only(&[], |_| "anything"));
     }
 }

@@ -163,22 +163,20 @@ async fn send_initial(
 ///
 /// Objects leaving the selection: without the object's previous state, a MODIFIED object that no
 /// longer matches a selective watch is sent as DELETED (a pod leaving `status.phase=Running`), as
-/// the real server does for objects moving out of a selector. A client may thus see a DELETED for
-/// an object it never had, which reflectors ignore.
+/// the real server does for objects moving out of a selector, unless it fails on a field that
+/// never changes. A client may thus see a DELETED for an object it never had (say, a Pending pod
+/// whose labels changed), which reflectors ignore.
 fn emit_change(shared: &Shared, kind: Kind, filter: &Filter, change: &Change, out: &mut Chunker) {
-    let matched = match (&change.object, kind) {
-        (Object::Node(node), Kind::Nodes) => filter.node(node),
-        (Object::Pod(pod), Kind::Pods) => {
-            if !filter.pod_in_scope(pod) {
-                return;
-            }
-            filter.pod(pod)
+    let (matched, may_have_matched) = match (&change.object, kind) {
+        (Object::Node(node), Kind::Nodes) => {
+            (filter.node(node), filter.node_may_have_matched(node))
         }
+        (Object::Pod(pod), Kind::Pods) => (filter.pod(pod), filter.pod_may_have_matched(pod)),
         _ => return,
     };
     let event = match (change.event, matched) {
         (event, true) => event.as_str(),
-        (EventType::Modified, false) if filter.is_selective() => EventType::Deleted.as_str(),
+        (EventType::Modified, false) if may_have_matched => EventType::Deleted.as_str(),
         _ => return,
     };
     out.buf.push_str(r#"{"type":""#);
