@@ -11,6 +11,8 @@ use std::hash::{BuildHasher, Hasher};
 
 /// The user `kubeconfig` authenticates as: may read everything, metrics included.
 pub const METRICS_READER: &str = "metrics-reader";
+/// Group whose members may read everything, metrics included (the metrics reader is in it).
+pub const READERS_GROUP: &str = "metrics-readers";
 /// The user `denied.kubeconfig` authenticates as: may read nodes and pods, not metrics.
 pub const DENIED_USER: &str = "metrics-denied";
 /// The user `server.kubeconfig` authenticates as (the metrics server's own identity).
@@ -73,7 +75,7 @@ impl Users {
             by_token: HashMap::new(),
             token_of: HashMap::new(),
         };
-        users.add(UserInfo::new(METRICS_READER, &["metrics-readers"]));
+        users.add(UserInfo::new(METRICS_READER, &[READERS_GROUP]));
         users.add(UserInfo::new(DENIED_USER, &[]));
         users.add(UserInfo::new(
             SERVER_USER,
@@ -179,8 +181,12 @@ pub fn authorize(user: &UserInfo, attributes: &Attributes) -> (bool, &'static st
             ..
         } => {
             let read = READ_VERBS.contains(&verb.as_str());
+            let reader =
+                user.name == METRICS_READER || user.groups.iter().any(|g| g == READERS_GROUP);
+            if read && reader {
+                return (true, "metrics readers may read everything");
+            }
             match user.name.as_str() {
-                METRICS_READER if read => (true, "metrics-reader may read everything"),
                 DENIED_USER if read && group != "metrics.k8s.io" => {
                     (true, "metrics-denied may read everything but metrics")
                 }
@@ -227,6 +233,8 @@ mod tests {
         assert!(!authorize(&denied, &list_metrics).0);
         assert!(authorize(&denied, &resource("list", "", "nodes")).0);
         assert!(!authorize(&reader, &resource("delete", "", "nodes")).0);
+        let member = UserInfo::new("alice", &[READERS_GROUP]);
+        assert!(authorize(&member, &list_metrics).0);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 
 pub use auth::{
     authorize, Attributes, UserInfo, ADMIN_USER, AUTHENTICATED_GROUP, DENIED_USER, MASTERS_GROUP,
-    METRICS_READER, SERVER_USER,
+    METRICS_READER, READERS_GROUP, SERVER_USER,
 };
 pub use body::Body;
 pub use objects::NodeResources;
