@@ -7,6 +7,16 @@
 //! never changes them. Files for clients (CA certificates, kubeconfigs) are written into the
 //! configured state directory at start.
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), kubelet_fleet::apiserver::ApiServerError> {
+//! use kubelet_fleet::{apiserver, cluster::Cluster};
+//! let config = apiserver::ApiServerConfig::new(std::env::temp_dir().join("fleet-api"));
+//! let server = apiserver::start(config, Cluster::new()).await?;
+//! // `server.files().kubeconfig` now works with kubectl; metrics need a backend:
+//! server.set_aggregate_to(Some("https://127.0.0.1:4443".to_owned()));
+//! # Ok(()) }
+//! ```
+//!
 //! Code map: `routes` dispatches and serves the core API, `watches` streams changes, `proxy` forwards to the backend,
 //! `auth` decides identities and permissions, `selector` parses selectors, `objects` renders JSON
 //! and `table` the kubectl Table form,
