@@ -3,5 +3,10 @@
 //! Reads store snapshots and discovery caches; never writes either, and never waits on a lock or a
 //! channel the scrape side holds.
 
+pub mod auth;
+pub mod discovery_docs;
+pub mod health;
 pub mod render;
+pub mod routes;
 pub mod selector;
+pub mod server;
