@@ -5,7 +5,10 @@
 
 pub mod auth;
 pub mod discovery_docs;
+pub mod gofmt;
 pub mod health;
+pub mod json;
+pub mod quantity;
 pub mod render;
 pub mod routes;
 pub mod selector;
