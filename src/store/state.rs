@@ -1,0 +1,250 @@
+//! One node's writer-side state: its last two points, its pods' containers' last two points, and
+//! how a scrape updates them and turns them into a servable [`NodeEntry`].
+//!
+//! Only the node's own scraper changes this state, under the node's shard lock; nothing here
+//! knows about locks or publishing.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::model::{ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, UnixNanos};
+
+use super::points::{Points, RateError};
+use super::snapshot::NodeEntry;
+
+/// What the store remembers about one node between scrapes.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    node: Option<Points>,
+    /// Sorted by namespace, then name; no duplicates. Replaced by each scrape, so pods the kubelet
+    /// stops reporting are forgotten and memory stays bounded by what the node runs.
+    pods: Vec<PodState>,
+    /// Newest sample time seen from this node (kubelet clock).
+    newest_sample: UnixNanos,
+    /// Our clock when `newest_sample` last moved forward; staleness is measured from it, so a
+    /// kubelet clock that runs behind does not expire its node and a stuck one does.
+    fresh_at: UnixNanos,
+}
+
+#[derive(Debug)]
+struct PodState {
+    namespace: Name,
+    name: Name,
+    /// In the order the kubelet reported them; no duplicate names.
+    containers: Vec<ContainerState>,
+}
+
+#[derive(Debug)]
+struct ContainerState {
+    name: Name,
+    points: Points,
+}
+
+// === impl NodeState ===
+
+impl NodeState {
+    pub(crate) fn new(now: UnixNanos) -> Self {
+        NodeState {
+            node: None,
+            pods: Vec::new(),
+            newest_sample: UnixNanos::MIN,
+            fresh_at: now,
+        }
+    }
+
+    /// Stores one scrape: the node's point and the full set of its pods.
+    ///
+    /// Names are interned: a pod or container seen before keeps its [`Name`], so a steady scrape
+    /// allocates no strings.
+    pub(crate) fn update(&mut self, scrape: &NodeScrape<'_>, now: UnixNanos, resolution: i64) {
+        let mut newest = UnixNanos::MIN;
+        // A successful scrape without a usable node point forgets the node's points, as upstream
+        // does for a node missing from a batch.
+        self.node = scrape.node.map(|point| {
+            newest = newest.max(point.timestamp);
+            Points::next_node(self.node.as_ref(), point)
+        });
+
+        let mut pods: Vec<PodState> = Vec::with_capacity(scrape.pods.len());
+        for pod in &scrape.pods {
+            let found = self.pods.binary_search_by(|p| {
+                (&*p.namespace, &*p.name).cmp(&(pod.namespace.as_ref(), pod.name.as_ref()))
+            });
+            let old = found.ok().map(|i| &self.pods[i]);
+            let (namespace, name) = match old {
+                Some(old) => (old.namespace.clone(), old.name.clone()),
+                None => {
+                    let near = found.unwrap_or_else(|i| i);
+                    let namespace = self
+                        .intern_namespace(near, &pod.namespace)
+                        .or_else(|| {
+                            pods.last()
+                                .filter(|p| *p.namespace == *pod.namespace)
+                                .map(|p| p.namespace.clone())
+                        })
+                        .unwrap_or_else(|| Name::from(pod.namespace.as_ref()));
+                    (namespace, Name::from(pod.name.as_ref()))
+                }
+            };
+
+            let mut containers: Vec<ContainerState> = Vec::with_capacity(pod.containers.len());
+            for container in &pod.containers {
+                if containers.iter().any(|c| *c.name == *container.name) {
+                    tracing::debug!(
+                        namespace = %namespace,
+                        pod = %name,
+                        container = %container.name,
+                        "Dropped a duplicate container point."
+                    );
+                    continue;
+                }
+                newest = newest.max(container.point.timestamp);
+                let old =
+                    old.and_then(|p| p.containers.iter().find(|c| *c.name == *container.name));
+                containers.push(ContainerState {
+                    name: old
+                        .map_or_else(|| Name::from(container.name.as_ref()), |c| c.name.clone()),
+                    points: Points::next_container(
+                        old.map(|c| &c.points),
+                        container.point,
+                        resolution,
+                    ),
+                });
+            }
+            pods.push(PodState {
+                namespace,
+                name,
+                containers,
+            });
+        }
+        // Stable, and nearly free on the kubelet's already-ordered output; the first of duplicate
+        // pods wins.
+        pods.sort_by(pod_state_order);
+        pods.dedup_by(|later, first| pod_state_order(later, first) == Ordering::Equal);
+        self.pods = pods;
+
+        if newest > self.newest_sample {
+            self.newest_sample = newest;
+            self.fresh_at = now;
+        }
+    }
+
+    /// The namespace name of an old pod next to position `near`, if it is `namespace`.
+    fn intern_namespace(&self, near: usize, namespace: &str) -> Option<Name> {
+        let before = near.checked_sub(1).and_then(|i| self.pods.get(i));
+        [before, self.pods.get(near)]
+            .into_iter()
+            .flatten()
+            .find(|p| *p.namespace == *namespace)
+            .map(|p| p.namespace.clone())
+    }
+
+    /// Forgets one pod; says whether it was there.
+    pub(crate) fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
+        match self
+            .pods
+            .binary_search_by(|p| (&*p.namespace, &*p.name).cmp(&(namespace, name)))
+        {
+            Ok(i) => {
+                self.pods.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// No point from this node has moved forward for longer than `staleness` before `now`.
+    pub(crate) fn is_stale(&self, now: UnixNanos, staleness: i64) -> bool {
+        now.saturating_sub(self.fresh_at) > staleness
+    }
+
+    /// What this node can serve now; `None` if nothing.
+    pub(crate) fn entry(&self, node: &Name) -> Option<NodeEntry> {
+        let node_metrics = self.node.as_ref().and_then(|points| match points.rate() {
+            Ok(rate) => Some(NodeMetrics {
+                name: node.clone(),
+                timestamp: rate.timestamp,
+                window: rate.window,
+                usage: rate.usage,
+            }),
+            Err(RateError::MissingPrevious) => None,
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "Skipped node usage.");
+                None
+            }
+        });
+        let pods: Vec<PodMetrics> = self
+            .pods
+            .iter()
+            .filter_map(|pod| pod.metrics(node))
+            .collect();
+        if node_metrics.is_none() && pods.is_empty() {
+            return None;
+        }
+        Some(NodeEntry {
+            node: node_metrics,
+            pods,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pod_names(&self, namespace: &str, name: &str) -> Option<(Name, Name, Vec<Name>)> {
+        self.pods
+            .iter()
+            .find(|p| &*p.namespace == namespace && &*p.name == name)
+            .map(|p| {
+                (
+                    p.namespace.clone(),
+                    p.name.clone(),
+                    p.containers.iter().map(|c| c.name.clone()).collect(),
+                )
+            })
+    }
+}
+
+// === impl PodState ===
+
+impl PodState {
+    /// The pod's usage, if servable: every container has two points and at least one has a rate.
+    /// The pod's time is that of its container with the earliest sample.
+    fn metrics(&self, node: &Name) -> Option<PodMetrics> {
+        if self.containers.iter().any(|c| c.points.prev.is_none()) {
+            return None;
+        }
+        let mut containers = Vec::with_capacity(self.containers.len());
+        let mut earliest: Option<(UnixNanos, i64)> = None;
+        for container in &self.containers {
+            match container.points.rate() {
+                Ok(rate) => {
+                    containers.push(ContainerMetrics {
+                        name: container.name.clone(),
+                        usage: rate.usage,
+                    });
+                    if earliest.is_none_or(|(timestamp, _)| timestamp > rate.timestamp) {
+                        earliest = Some((rate.timestamp, rate.window));
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    namespace = %self.namespace,
+                    pod = %self.name,
+                    container = %container.name,
+                    %error,
+                    "Skipped container usage."
+                ),
+            }
+        }
+        let (timestamp, window) = earliest?;
+        Some(PodMetrics {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            node: Arc::clone(node),
+            timestamp,
+            window,
+            containers,
+        })
+    }
+}
+
+fn pod_state_order(a: &PodState, b: &PodState) -> Ordering {
+    (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
+}
