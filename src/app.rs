@@ -103,10 +103,9 @@ async fn run_in_system(
     )?;
 
     let telemetry = Arc::new(Telemetry::new());
-    let store = Arc::new(Store::new(StoreConfig {
-        resolution: config.metric_resolution,
-        staleness: staleness(&config),
-    }));
+    let store = Arc::new(Store::new(StoreConfig::from_resolution(
+        config.metric_resolution,
+    )));
     let scraping = scrape::start(
         Arc::clone(&store),
         discovery.targets(),
@@ -164,12 +163,6 @@ async fn run_in_system(
     let _ = tokio::time::timeout(Duration::from_secs(15), server_exited).await;
     api_arbiter.stop();
     outcome
-}
-
-/// How long a node's points stay servable after its last successful scrape: two missed cycles and a
-/// timeout, after which a node that keeps failing disappears.
-fn staleness(config: &Config) -> Duration {
-    config.metric_resolution * 2 + config.kubelet_request_timeout
 }
 
 /// The authentication/authorization hook. Delegated authentication is not wired yet; the flags are
@@ -329,11 +322,5 @@ mod tests {
                 .unwrap(),
             vec![0u8; 100]
         );
-    }
-
-    #[test]
-    fn staleness_allows_two_missed_cycles() {
-        let config = Config::try_parse_args(["metrics-server", "--metric-resolution=15s"]).unwrap();
-        assert_eq!(staleness(&config), Duration::from_secs(40));
     }
 }

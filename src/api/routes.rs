@@ -31,6 +31,7 @@ const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+const GROUP: &str = "metrics.k8s.io";
 const GROUP_VERSION_PREFIX: &str = "/apis/metrics.k8s.io/v1beta1/";
 
 /// Where the API reads the discovery caches from. [`DiscoveryHandle`] is the real source; tests
@@ -197,23 +198,21 @@ impl Router {
     fn get_node(&self, name: &str, now: UnixNanos) -> Response<Body> {
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
-        let found = view
+        // As upstream: an unknown (or unselected) node is `node "x" not found`; a known node
+        // without metrics is `nodemetrics.metrics.k8s.io "x" not found`.
+        let Some(info) = view
             .node(name)
             .filter(|info| self.node_selected(&info.labels))
-            .and_then(|info| Some((snapshot.node(name)?, &info.labels)));
-        match found {
-            Some((metrics, labels)) => {
-                self.freshness(now, metrics.timestamp);
-                let mut out = Vec::with_capacity(512);
-                render::node_metrics(&mut out, metrics, labels, now);
-                json(out.into())
-            }
-            None => status(
-                404,
-                "NotFound",
-                &format!("nodemetrics.metrics.k8s.io \"{name}\" not found"),
-            ),
-        }
+        else {
+            return not_found("", "node", name);
+        };
+        let Some(metrics) = snapshot.node(name) else {
+            return not_found(GROUP, "nodemetrics", name);
+        };
+        self.freshness(now, metrics.timestamp);
+        let mut out = Vec::with_capacity(512);
+        render::node_metrics(&mut out, metrics, &info.labels, now);
+        json(out.into())
     }
 
     fn list_pods(&self, namespace: Option<&str>, query: &str, now: UnixNanos) -> Response<Body> {
@@ -248,23 +247,18 @@ impl Router {
     fn get_pod(&self, namespace: &str, name: &str, now: UnixNanos) -> Response<Body> {
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
-        let found = view
-            .pod(namespace, name)
-            .filter(|info| info.running)
-            .and_then(|info| Some((snapshot.pod(namespace, name)?, &info.labels)));
-        match found {
-            Some((metrics, labels)) => {
-                self.freshness(now, metrics.timestamp);
-                let mut out = Vec::with_capacity(1024);
-                render::pod_metrics(&mut out, metrics, labels, now);
-                json(out.into())
-            }
-            None => status(
-                404,
-                "NotFound",
-                &format!("podmetrics.metrics.k8s.io \"{name}\" not found"),
-            ),
-        }
+        // Upstream's pod lister only holds running pods, so a pod in another phase is unknown.
+        let Some(info) = view.pod(namespace, name).filter(|info| info.running) else {
+            return not_found("", "pod", name);
+        };
+        let Some(metrics) = snapshot.pod(namespace, name) else {
+            // Upstream names a pod without metrics by `namespace/name`.
+            return not_found(GROUP, "podmetrics", &format!("{namespace}/{name}"));
+        };
+        self.freshness(now, metrics.timestamp);
+        let mut out = Vec::with_capacity(1024);
+        render::pod_metrics(&mut out, metrics, &info.labels, now);
+        json(out.into())
     }
 
     fn health(
@@ -406,6 +400,13 @@ fn response(code: u16, content_type: &'static str, body: Bytes) -> Response<Body
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// The `404` for a missing object, as upstream words it.
+fn not_found(group: &str, resource: &str, name: &str) -> Response<Body> {
+    let mut out = Vec::with_capacity(256);
+    render::status_not_found(&mut out, group, resource, name);
+    response(404, JSON, out.into())
 }
 
 fn json(body: Bytes) -> Response<Body> {
