@@ -7,12 +7,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use tokio::sync::{oneshot, watch};
 
@@ -36,10 +34,6 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub enum AppError {
     #[error("invalid --node-selector: {0}")]
     NodeSelector(#[from] SelectorError),
-    #[error("loading the kubeconfig: {0}")]
-    KubeConfig(String),
-    #[error("creating the Kubernetes client: {0}")]
-    KubeClient(#[from] kube::Error),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error(transparent)]
@@ -57,8 +51,8 @@ pub enum AppError {
     ServerStopped,
 }
 
-/// Runs until SIGINT or SIGTERM. Fails fast, before anything starts, on bad TLS material, a taken
-/// port or an unusable kubeconfig.
+/// Runs until SIGINT or SIGTERM. Fails fast on bad TLS material, a taken port or an unusable
+/// kubeconfig.
 pub fn run(config: Config) -> Result<(), AppError> {
     let node_selector = config
         .node_selector
@@ -89,9 +83,9 @@ async fn run_in_system(
     listener: std::net::TcpListener,
     node_selector: Option<LabelSelector>,
 ) -> Result<(), AppError> {
-    let kube_config = kube_config(config.kubeconfig.as_deref()).await?;
+    let kube_config = discovery::load_config(config.kubeconfig.as_deref()).await?;
     let kubelet_tls = kubelet_tls(&config, &kube_config).await;
-    let client = kube::Client::try_from(kube_config)?;
+    let client = discovery::client_for(kube_config)?;
     let discovery = discovery::start(
         client,
         DiscoveryConfig {
@@ -183,32 +177,10 @@ fn auth(config: &Config) -> Auth {
     }
 }
 
-async fn kube_config(path: Option<&Path>) -> Result<kube::Config, AppError> {
-    let fail = |e: &dyn std::fmt::Display| AppError::KubeConfig(e.to_string());
-    match path {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(&e))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| fail(&e))
-        }
-        None => kube::Config::infer().await.map_err(|e| fail(&e)),
-    }
-}
-
 /// Kubelet TLS from the flags, with the cluster CA and the service-account token from the
 /// kubeconfig as fallbacks.
 async fn kubelet_tls(config: &Config, kube: &kube::Config) -> KubeletTlsConfig {
-    let cluster_ca_pem = kube.root_cert.as_ref().map(|certs| {
-        let mut pem = Vec::new();
-        for der in certs {
-            pem.extend_from_slice(der_to_pem(der).as_bytes());
-        }
-        pem
-    });
+    let cluster_ca_pem = discovery::cluster_ca_pem(kube);
     let mut bearer_token = kube
         .auth_info
         .token
@@ -230,19 +202,6 @@ async fn kubelet_tls(config: &Config, kube: &kube::Config) -> KubeletTlsConfig {
         bearer_token,
         insecure: config.kubelet_insecure_tls,
     }
-}
-
-fn der_to_pem(der: &[u8]) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::with_capacity(encoded.len() + encoded.len() / 64 + 64);
-    pem.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        // Base64 output is ASCII, so every chunk is valid UTF-8.
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 async fn expire_periodically(store: Arc<Store>, period: Duration) {
@@ -306,21 +265,5 @@ mod tests {
         );
         assert_eq!(limit.rlim_cur, limit.rlim_max);
         assert_eq!(soft, limit.rlim_cur);
-    }
-
-    #[test]
-    fn der_certificates_become_pem_lines_of_64() {
-        let pem = der_to_pem(&[0u8; 100]);
-        let lines: Vec<&str> = pem.lines().collect();
-        assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
-        assert_eq!(lines[1].len(), 64);
-        assert_eq!(*lines.last().unwrap(), "-----END CERTIFICATE-----");
-        let body: String = lines[1..lines.len() - 1].concat();
-        assert_eq!(
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap(),
-            vec![0u8; 100]
-        );
     }
 }

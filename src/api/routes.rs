@@ -20,7 +20,7 @@ use crate::api::health::{self, Endpoint, HealthConfig, HealthInputs};
 use crate::api::render;
 use crate::api::selector::{FieldSelector, LabelSelector, SelectorError};
 use crate::discovery::{ClusterView, DiscoveryHandle};
-use crate::model::UnixNanos;
+use crate::model::{Labels, UnixNanos};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::Telemetry;
 
@@ -38,17 +38,36 @@ const GROUP_VERSION_PREFIX: &str = "/apis/metrics.k8s.io/v1beta1/";
 /// supply fixed views.
 pub trait ClusterSource: Send + Sync + 'static {
     /// The current view; must not block.
-    fn view(&self) -> Arc<ClusterView>;
+    fn view(&self) -> Arc<dyn ClusterLookup>;
     /// Both caches have completed their first list.
     fn is_synced(&self) -> bool;
 }
 
+/// The two questions a handler asks of one view of the cluster.
+pub trait ClusterLookup: Send + Sync {
+    /// A node's labels, if the node is known.
+    fn node_labels(&self, name: &str) -> Option<&Labels>;
+    /// A pod's labels, if the pod is known and Running (only Running pods are served).
+    fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels>;
+}
+
 impl ClusterSource for DiscoveryHandle {
-    fn view(&self) -> Arc<ClusterView> {
+    fn view(&self) -> Arc<dyn ClusterLookup> {
         DiscoveryHandle::view(self)
     }
     fn is_synced(&self) -> bool {
         DiscoveryHandle::is_synced(self)
+    }
+}
+
+impl ClusterLookup for ClusterView {
+    fn node_labels(&self, name: &str) -> Option<&Labels> {
+        self.node(name).map(|info| &info.labels)
+    }
+    fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels> {
+        self.pod(namespace, name)
+            .filter(|info| info.running)
+            .map(|info| &info.labels)
     }
 }
 
@@ -179,9 +198,9 @@ impl Router {
         let view = self.cluster.view();
         let mut out = Vec::with_capacity(256 * 16);
         let items = snapshot.nodes().filter_map(|metrics| {
-            let info = view.node(&metrics.name)?;
-            let selected = self.node_selected(&info.labels)
-                && labels.as_ref().is_none_or(|s| s.matches(&info.labels))
+            let node_labels = view.node_labels(&metrics.name)?;
+            let selected = self.node_selected(node_labels)
+                && labels.as_ref().is_none_or(|s| s.matches(node_labels))
                 && fields
                     .as_ref()
                     .is_none_or(|s| s.matches(None, &metrics.name));
@@ -189,7 +208,7 @@ impl Router {
                 return None;
             }
             self.freshness(now, metrics.timestamp);
-            Some((metrics, &info.labels))
+            Some((metrics, node_labels))
         });
         render::node_metrics_list(&mut out, items, now);
         json(out.into())
@@ -200,9 +219,9 @@ impl Router {
         let view = self.cluster.view();
         // As upstream: an unknown (or unselected) node is `node "x" not found`; a known node
         // without metrics is `nodemetrics.metrics.k8s.io "x" not found`.
-        let Some(info) = view
-            .node(name)
-            .filter(|info| self.node_selected(&info.labels))
+        let Some(node_labels) = view
+            .node_labels(name)
+            .filter(|labels| self.node_selected(labels))
         else {
             return not_found("", "node", name);
         };
@@ -211,7 +230,7 @@ impl Router {
         };
         self.freshness(now, metrics.timestamp);
         let mut out = Vec::with_capacity(512);
-        render::node_metrics(&mut out, metrics, &info.labels, now);
+        render::node_metrics(&mut out, metrics, node_labels, now);
         json(out.into())
     }
 
@@ -228,9 +247,8 @@ impl Router {
             None => Box::new(snapshot.pods()),
         };
         let items = pods.filter_map(|metrics| {
-            let info = view.pod(&metrics.namespace, &metrics.name)?;
-            let selected = info.running
-                && labels.as_ref().is_none_or(|s| s.matches(&info.labels))
+            let pod_labels = view.running_pod_labels(&metrics.namespace, &metrics.name)?;
+            let selected = labels.as_ref().is_none_or(|s| s.matches(pod_labels))
                 && fields
                     .as_ref()
                     .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
@@ -238,7 +256,7 @@ impl Router {
                 return None;
             }
             self.freshness(now, metrics.timestamp);
-            Some((metrics, &info.labels))
+            Some((metrics, pod_labels))
         });
         render::pod_metrics_list(&mut out, items, now);
         json(out.into())
@@ -248,7 +266,7 @@ impl Router {
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
         // Upstream's pod lister only holds running pods, so a pod in another phase is unknown.
-        let Some(info) = view.pod(namespace, name).filter(|info| info.running) else {
+        let Some(pod_labels) = view.running_pod_labels(namespace, name) else {
             return not_found("", "pod", name);
         };
         let Some(metrics) = snapshot.pod(namespace, name) else {
@@ -257,7 +275,7 @@ impl Router {
         };
         self.freshness(now, metrics.timestamp);
         let mut out = Vec::with_capacity(1024);
-        render::pod_metrics(&mut out, metrics, &info.labels, now);
+        render::pod_metrics(&mut out, metrics, pod_labels, now);
         json(out.into())
     }
 
@@ -292,7 +310,7 @@ impl Router {
         response(200, OPENMETRICS, self.telemetry.encode().into())
     }
 
-    fn node_selected(&self, labels: &crate::model::Labels) -> bool {
+    fn node_selected(&self, labels: &Labels) -> bool {
         self.node_selector
             .as_ref()
             .is_none_or(|s| s.matches(labels))
