@@ -441,6 +441,192 @@ fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use crate::model::{ContainerScrape, MetricsPoint, Name, NodeScrape, PodScrape};
+    use crate::store::StoreConfig;
+
+    const SECOND: i64 = 1_000_000_000;
+    /// A sample time in 2026, so rendered timestamps look real.
+    const T0: i64 = 1_780_000_000 * SECOND;
+
+    /// A fixed view of the cluster.
+    #[derive(Default)]
+    struct Fixture {
+        nodes: BTreeMap<String, Labels>,
+        /// (labels, running) by (namespace, name).
+        pods: BTreeMap<(String, String), (Labels, bool)>,
+        synced: bool,
+    }
+
+    impl ClusterLookup for Fixture {
+        fn node_labels(&self, name: &str) -> Option<&Labels> {
+            self.nodes.get(name)
+        }
+        fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels> {
+            self.pods
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .filter(|(_, running)| *running)
+                .map(|(labels, _)| labels)
+        }
+    }
+
+    struct FixedSource(Arc<Fixture>);
+
+    impl ClusterSource for FixedSource {
+        fn view(&self) -> Arc<dyn ClusterLookup> {
+            Arc::clone(&self.0) as Arc<dyn ClusterLookup>
+        }
+        fn is_synced(&self) -> bool {
+            self.0.synced
+        }
+    }
+
+    fn scrape(at: i64, cpu_seconds: u64, pods: &[(&str, &str)]) -> NodeScrape<'static> {
+        NodeScrape {
+            node: Some(MetricsPoint {
+                start_time: 0,
+                timestamp: at,
+                cumulative_cpu_used: cpu_seconds * 1_000_000_000,
+                memory_usage: 1 << 30,
+            }),
+            pods: pods
+                .iter()
+                .map(|(namespace, name)| PodScrape {
+                    namespace: Cow::Owned((*namespace).to_owned()),
+                    name: Cow::Owned((*name).to_owned()),
+                    containers: vec![ContainerScrape {
+                        name: Cow::Borrowed("app"),
+                        point: MetricsPoint {
+                            start_time: T0 - 3600 * SECOND,
+                            timestamp: at,
+                            cumulative_cpu_used: cpu_seconds * 100_000_000,
+                            memory_usage: 64 << 20,
+                        },
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    /// Two scrapes 10 s apart of each node, so every node and pod has a rate.
+    fn store_with(nodes: &[(&str, &[(&str, &str)])]) -> Arc<Store> {
+        let store = Arc::new(Store::new(StoreConfig::from_resolution(
+            Duration::from_secs(10),
+        )));
+        for (node, pods) in nodes {
+            let name = Name::from(*node);
+            store.write_node(&name, &scrape(T0, 100, pods), T0);
+            store.write_node(
+                &name,
+                &scrape(T0 + 10 * SECOND, 110, pods),
+                T0 + 10 * SECOND,
+            );
+        }
+        store
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    struct Harness {
+        router: Router,
+        telemetry: Arc<Telemetry>,
+    }
+
+    fn harness(store: Arc<Store>, fixture: Fixture, node_selector: Option<&str>) -> Harness {
+        let telemetry = Arc::new(Telemetry::new());
+        let router = Router::new(
+            store,
+            Arc::new(FixedSource(Arc::new(fixture))),
+            Arc::clone(&telemetry),
+            node_selector.map(|s| LabelSelector::parse(s).unwrap()),
+            Auth::default(),
+            HealthConfig {
+                resolution: Duration::from_secs(10),
+                startup_grace: Duration::from_secs(20),
+                started: T0,
+            },
+        );
+        Harness { router, telemetry }
+    }
+
+    fn body_of(response: Response<Body>) -> (u16, String) {
+        let code = response.status().as_u16();
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        (code, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    impl Harness {
+        fn get(&self, path_and_query: &str) -> (u16, String) {
+            let (path, query) = path_and_query
+                .split_once('?')
+                .unwrap_or((path_and_query, ""));
+            body_of(
+                self.router
+                    .respond(&Method::GET, path, query, T0 + 12 * SECOND),
+            )
+        }
+
+        fn get_json(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+            let (code, body) = self.get(path_and_query);
+            let value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("invalid JSON ({e}) for {path_and_query}: {body}"));
+            (code, value)
+        }
+    }
+
+    fn names(list: &serde_json::Value) -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| match item["metadata"]["namespace"].as_str() {
+                Some(ns) => format!("{ns}/{}", item["metadata"]["name"].as_str().unwrap()),
+                None => item["metadata"]["name"].as_str().unwrap().to_owned(),
+            })
+            .collect()
+    }
+
+    fn cluster() -> (Arc<Store>, Fixture) {
+        let store = store_with(&[
+            ("node-b", &[("web", "front-1"), ("kube-system", "dns-1")]),
+            ("node-a", &[("web", "back-1"), ("web", "pending-1")]),
+            ("node-gone", &[("web", "orphan-1")]),
+        ]);
+        let mut fixture = Fixture {
+            synced: true,
+            ..Fixture::default()
+        };
+        fixture.nodes.insert(
+            "node-a".into(),
+            labels(&[("role", "worker"), ("zone", "a")]),
+        );
+        fixture
+            .nodes
+            .insert("node-b".into(), labels(&[("role", "infra")]));
+        for (ns, name, app, running) in [
+            ("web", "front-1", "front", true),
+            ("web", "back-1", "back", true),
+            ("web", "pending-1", "back", false),
+            ("kube-system", "dns-1", "dns", true),
+        ] {
+            fixture
+                .pods
+                .insert((ns.into(), name.into()), (labels(&[("app", app)]), running));
+        }
+        (store, fixture)
+    }
 
     #[test]
     fn metrics_paths_route_to_their_resources() {
@@ -511,5 +697,206 @@ mod tests {
         );
         assert_eq!(query_values(query, "missing").count(), 0);
         assert_eq!(query_values("a=%FF", "a").collect::<Vec<_>>(), vec![None]);
+    }
+
+    #[test]
+    fn node_list_is_sorted_by_name_and_carries_discovery_labels() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, list) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes");
+        assert_eq!(code, 200);
+        assert_eq!(list["kind"], "NodeMetricsList");
+        // node-gone has metrics but discovery no longer knows it.
+        assert_eq!(names(&list), ["node-a", "node-b"]);
+        assert_eq!(list["items"][0]["metadata"]["labels"]["zone"], "a");
+        // 10 core-seconds over 10 s.
+        assert_eq!(list["items"][0]["usage"]["cpu"], "1");
+        assert_eq!(list["items"][0]["usage"]["memory"], "1Gi");
+    }
+
+    #[test]
+    fn label_and_field_selectors_filter_nodes_and_the_node_selector_is_anded() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, Some("role in (worker,infra)"));
+        let (_, list) =
+            h.get_json("/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=role%3Dworker");
+        assert_eq!(names(&list), ["node-a"]);
+        let (_, list) =
+            h.get_json("/apis/metrics.k8s.io/v1beta1/nodes?fieldSelector=metadata.name%3Dnode-b");
+        assert_eq!(names(&list), ["node-b"]);
+
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, Some("role=worker"));
+        let (_, list) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes");
+        assert_eq!(names(&list), ["node-a"]);
+        let (code, status) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes/node-b");
+        assert_eq!(code, 404);
+        assert_eq!(status["reason"], "NotFound");
+    }
+
+    #[test]
+    fn a_malformed_selector_is_a_bad_request_status() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        for path in [
+            "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=a%20in%20(b",
+            "/apis/metrics.k8s.io/v1beta1/pods?fieldSelector=spec.nodeName%3Dx",
+            "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=%FF",
+        ] {
+            let (code, status) = h.get_json(path);
+            assert_eq!(code, 400, "{path}");
+            assert_eq!(status["kind"], "Status");
+            assert_eq!(status["reason"], "BadRequest");
+            assert_eq!(status["code"], 400);
+        }
+    }
+
+    #[test]
+    fn single_node_get_and_its_not_found_cases() {
+        let (store, mut fixture) = cluster();
+        fixture.nodes.insert("node-new".into(), Labels::default());
+        let h = harness(store, fixture, None);
+        let (code, node) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes/node-b");
+        assert_eq!(code, 200);
+        assert_eq!(node["kind"], "NodeMetrics");
+        assert_eq!(node["metadata"]["name"], "node-b");
+        assert_eq!(node["window"], "10s");
+
+        let (code, status) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes/node-new");
+        assert_eq!(code, 404);
+        assert!(status["message"]
+            .as_str()
+            .unwrap()
+            .contains("nodemetrics.metrics.k8s.io"));
+        let (code, status) = h.get_json("/apis/metrics.k8s.io/v1beta1/nodes/node-gone");
+        assert_eq!(code, 404);
+        assert!(status["message"].as_str().unwrap().contains("node-gone"));
+    }
+
+    #[test]
+    fn pod_lists_show_only_running_known_pods_sorted_by_namespace_then_name() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, list) = h.get_json("/apis/metrics.k8s.io/v1beta1/pods");
+        assert_eq!(code, 200);
+        assert_eq!(list["kind"], "PodMetricsList");
+        assert_eq!(
+            names(&list),
+            ["kube-system/dns-1", "web/back-1", "web/front-1"]
+        );
+        assert_eq!(list["items"][0]["metadata"]["labels"]["app"], "dns");
+        assert_eq!(list["items"][0]["containers"][0]["name"], "app");
+
+        let (_, list) = h.get_json("/apis/metrics.k8s.io/v1beta1/namespaces/web/pods");
+        assert_eq!(names(&list), ["web/back-1", "web/front-1"]);
+        let (_, list) = h.get_json(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods?labelSelector=app+%3D+front",
+        );
+        assert_eq!(names(&list), ["web/front-1"]);
+        let (_, list) =
+            h.get_json("/apis/metrics.k8s.io/v1beta1/pods?fieldSelector=metadata.namespace!%3Dweb");
+        assert_eq!(names(&list), ["kube-system/dns-1"]);
+        let (code, list) = h.get_json("/apis/metrics.k8s.io/v1beta1/namespaces/empty/pods");
+        assert_eq!(code, 200);
+        assert_eq!(names(&list), Vec::<String>::new());
+    }
+
+    #[test]
+    fn single_pod_get_and_its_not_found_cases() {
+        let (store, mut fixture) = cluster();
+        fixture
+            .pods
+            .insert(("web".into(), "new-1".into()), (Labels::default(), true));
+        let h = harness(store, fixture, None);
+        let (code, pod) = h.get_json("/apis/metrics.k8s.io/v1beta1/namespaces/web/pods/front-1");
+        assert_eq!(code, 200);
+        assert_eq!(pod["kind"], "PodMetrics");
+        assert_eq!(pod["metadata"]["namespace"], "web");
+
+        for missing in ["pending-1", "orphan-1", "nope"] {
+            let (code, status) = h.get_json(&format!(
+                "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods/{missing}"
+            ));
+            assert_eq!(code, 404, "{missing}");
+            assert_eq!(status["reason"], "NotFound");
+        }
+        let (code, status) = h.get_json("/apis/metrics.k8s.io/v1beta1/namespaces/web/pods/new-1");
+        assert_eq!(code, 404);
+        assert!(status["message"]
+            .as_str()
+            .unwrap()
+            .contains("podmetrics.metrics.k8s.io \"web/new-1\""));
+    }
+
+    #[test]
+    fn served_items_record_their_freshness() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        h.get("/apis/metrics.k8s.io/v1beta1/pods");
+        let text = h.telemetry.encode();
+        assert!(
+            text.contains("metrics_server_api_metric_freshness_seconds_count 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_verbs_are_method_not_allowed_and_unknown_paths_not_found() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, body) = body_of(h.router.respond(
+            &Method::DELETE,
+            "/apis/metrics.k8s.io/v1beta1/nodes/node-a",
+            "",
+            T0,
+        ));
+        assert_eq!(code, 405);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "MethodNotAllowed");
+        let (code, status) = h.get_json("/apis/metrics.k8s.io/v1beta1/services");
+        assert_eq!(code, 404);
+        assert_eq!(status["reason"], "NotFound");
+    }
+
+    #[test]
+    fn discovery_documents_and_version_are_served() {
+        let h = harness(store_with(&[]), Fixture::default(), None);
+        let (code, body) = h.get("/apis/metrics.k8s.io/v1beta1");
+        assert_eq!(
+            (code, body.as_str()),
+            (200, discovery_docs::API_RESOURCE_LIST)
+        );
+        let (code, list) = h.get_json("/apis");
+        assert_eq!(code, 200);
+        assert_eq!(list["kind"], "APIGroupList");
+        let (code, version) = h.get_json("/version");
+        assert_eq!(code, 200);
+        assert!(version["gitVersion"].as_str().unwrap().starts_with('v'));
+    }
+
+    #[test]
+    fn readyz_waits_for_discovery_and_storage() {
+        let h = harness(store_with(&[]), Fixture::default(), None);
+        let (code, body) = h.get("/readyz?verbose");
+        assert_eq!(code, 500);
+        assert!(body.contains("[-]informer-sync failed"), "{body}");
+        assert!(body.contains("no metrics to serve"), "{body}");
+
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, body) = h.get("/readyz");
+        assert_eq!((code, body.as_str()), (200, "ok"));
+    }
+
+    #[test]
+    fn self_metrics_include_storage_point_counts() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, text) = h.get("/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            text.contains("metrics_server_storage_points{type=\"node\"} 3"),
+            "{text}"
+        );
     }
 }
