@@ -1,0 +1,248 @@
+//! One persistent connection to one kubelet, and the `GET` that a scrape is.
+//!
+//! The connection is opened on first use and kept: HTTP/2 when the kubelet negotiates `h2` by ALPN
+//! (one connection carries every scrape), else HTTP/1.1 keep-alive. A connection that failed, timed
+//! out or was closed by the kubelet is dropped and the next scrape opens a new one. The client owns
+//! no timer: the caller bounds each [`KubeletClient::fetch`] with the request timeout.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HOST};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::tls::{self, KubeletTls, ALPN_H2};
+use super::{NodeCounters, Protocol, ScrapeFailure};
+use crate::model::ScrapeTarget;
+
+/// A live connection. Dropping it closes the socket: the `close` sender's drop ends the task that
+/// drives the connection, even if the kubelet never answers again.
+enum Connection {
+    Http2 {
+        sender: http2::SendRequest<Empty<Bytes>>,
+        _close: oneshot::Sender<()>,
+    },
+    Http1 {
+        sender: http1::SendRequest<Empty<Bytes>>,
+        _close: oneshot::Sender<()>,
+    },
+}
+
+/// A kubelet client for one target.
+pub struct KubeletClient {
+    target: ScrapeTarget,
+    tls: KubeletTls,
+    max_body_bytes: usize,
+    /// `host:port`, with IPv6 hosts bracketed, as it goes in URIs and `Host`.
+    authority: String,
+    connection: Option<Connection>,
+    counters: Arc<NodeCounters>,
+}
+
+// === impl KubeletClient ===
+
+impl KubeletClient {
+    pub(crate) fn new(
+        target: ScrapeTarget,
+        tls: KubeletTls,
+        max_body_bytes: usize,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
+        let authority = if target.host.contains(':') && !target.host.starts_with('[') {
+            format!("[{}]:{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        KubeletClient {
+            target,
+            tls,
+            max_body_bytes,
+            authority,
+            connection: None,
+            counters,
+        }
+    }
+
+    /// Whether a connection is currently held (it may still turn out closed on next use).
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Closes the connection; the next fetch opens a new one.
+    pub fn disconnect(&mut self) {
+        self.connection = None;
+    }
+
+    /// Requests the target's path and returns the whole body. On any error the connection is
+    /// dropped unless it is known to be reusable (a complete non-2xx answer).
+    pub async fn fetch(&mut self) -> Result<Bytes, ScrapeFailure> {
+        // Taken out for the exchange: if this future is dropped (timeout) or fails, the connection
+        // goes with it, and only a connection that finished the exchange cleanly is put back.
+        let reused = match self.connection.take() {
+            Some(connection) => ready(connection).await,
+            None => None,
+        };
+        let (connection, response) = match reused {
+            Some(mut connection) => match self.send(&mut connection).await {
+                Ok(response) => (connection, response),
+                // The kubelet may close an idle connection just as a request goes out; that is not
+                // the kubelet failing, so one fresh connection gets the same request.
+                Err(_) => {
+                    let mut connection = self.connect().await?;
+                    let response = self.send(&mut connection).await?;
+                    (connection, response)
+                }
+            },
+            None => {
+                let mut connection = self.connect().await?;
+                let response = self.send(&mut connection).await?;
+                (connection, response)
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            // Drained (bounded) so an HTTP/1.1 connection stays usable for the next scrape.
+            if read_body(response, self.max_body_bytes).await.is_ok() {
+                self.connection = Some(connection);
+            }
+            return Err(ScrapeFailure::Status(status.as_u16()));
+        }
+        let body = read_body(response, self.max_body_bytes).await?;
+        self.connection = Some(connection);
+        Ok(body)
+    }
+
+    async fn send(&self, connection: &mut Connection) -> Result<Response<Incoming>, ScrapeFailure> {
+        let builder = Request::get(match connection {
+            // HTTP/2 takes the authority from the URI (`:authority`); HTTP/1.1 wants origin form.
+            Connection::Http2 { .. } => format!("https://{}{}", self.authority, self.target.path),
+            Connection::Http1 { .. } => self.target.path.clone(),
+        })
+        .header(ACCEPT, HeaderValue::from_static("text/plain"));
+        let builder = match connection {
+            Connection::Http1 { .. } => builder.header(HOST, self.authority.as_str()),
+            Connection::Http2 { .. } => builder,
+        };
+        let builder = match &self.tls.authorization {
+            Some(value) => builder.header(AUTHORIZATION, value.clone()),
+            None => builder,
+        };
+        let request = builder
+            .body(Empty::new())
+            .map_err(|_| ScrapeFailure::Address(self.authority.clone()))?;
+        match connection {
+            Connection::Http2 { sender, .. } => sender.send_request(request).await,
+            Connection::Http1 { sender, .. } => sender.send_request(request).await,
+        }
+        .map_err(ScrapeFailure::Http)
+    }
+
+    async fn connect(&self) -> Result<Connection, ScrapeFailure> {
+        let server_name = tls::server_name(&self.target.host)
+            .ok_or_else(|| ScrapeFailure::Address(self.target.host.clone()))?;
+        let host = self
+            .target
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tcp = TcpStream::connect((host, self.target.port))
+            .await
+            .map_err(|source| ScrapeFailure::Connect {
+                address: self.authority.clone(),
+                source,
+            })?;
+        // Requests are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+        let stream = self
+            .tls
+            .connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|error| {
+                match tls::name_mismatch_message(&self.target.node, &self.target.host, &error) {
+                    Some(message) => ScrapeFailure::CertificateName(message),
+                    None => ScrapeFailure::Tls {
+                        address: self.authority.clone(),
+                        message: error.to_string(),
+                    },
+                }
+            })?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        let io = TokioIo::new(stream);
+        let (close, closed) = oneshot::channel::<()>();
+        let connection = if h2 {
+            let (sender, driver) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(ScrapeFailure::Http)?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    // Work: the connection ran until the kubelet or an error closed it.
+                    _ = driver => {}
+                    // Shutdown: the client dropped the connection.
+                    _ = closed => {}
+                }
+            });
+            self.counters.connection_opened(Protocol::Http2);
+            Connection::Http2 {
+                sender,
+                _close: close,
+            }
+        } else {
+            let (sender, driver) = http1::handshake(io).await.map_err(ScrapeFailure::Http)?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = driver => {}
+                    _ = closed => {}
+                }
+            });
+            self.counters.connection_opened(Protocol::Http1);
+            Connection::Http1 {
+                sender,
+                _close: close,
+            }
+        };
+        tracing::debug!(node = %self.target.node, address = %self.authority, http2 = h2, "Connected to kubelet.");
+        Ok(connection)
+    }
+}
+
+/// The connection if it can take a request now; `None` if the kubelet closed it (for example its
+/// idle timeout), so the caller reconnects instead of failing the scrape.
+async fn ready(mut connection: Connection) -> Option<Connection> {
+    let ok = match &mut connection {
+        Connection::Http2 { sender, .. } => !sender.is_closed() && sender.ready().await.is_ok(),
+        Connection::Http1 { sender, .. } => !sender.is_closed() && sender.ready().await.is_ok(),
+    };
+    ok.then_some(connection)
+}
+
+/// Reads a body frame by frame, failing as soon as it would exceed `limit` bytes.
+async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, ScrapeFailure> {
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ScrapeFailure::BodyTooLarge { limit });
+    }
+    let capacity = declared.map_or(64 * 1024, |len| len as usize).min(limit);
+    let mut body = BytesMut::with_capacity(capacity);
+    let mut incoming = response.into_body();
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(ScrapeFailure::Http)?;
+        if let Ok(data) = frame.into_data() {
+            if body.len() + data.len() > limit {
+                return Err(ScrapeFailure::BodyTooLarge { limit });
+            }
+            body.extend_from_slice(&data);
+        }
+    }
+    Ok(body.freeze())
+}
