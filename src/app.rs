@@ -141,6 +141,8 @@ async fn run_in_system(
 
     let expiry = actix_rt::spawn(expire_periodically(
         Arc::clone(&store),
+        Arc::clone(&telemetry),
+        discovery.targets(),
         (config.metric_resolution / 2).max(Duration::from_secs(1)),
     ));
 
@@ -204,12 +206,24 @@ async fn kubelet_tls(config: &Config, kube: &kube::Config) -> KubeletTlsConfig {
     }
 }
 
-async fn expire_periodically(store: Arc<Store>, period: Duration) {
+/// Expires stale points, and counts an empty target set as collection progress: with no node to
+/// scrape nothing can stall, and `/livez` must not restart a server whose cluster has no nodes
+/// (upstream's tick likewise advances with zero nodes).
+async fn expire_periodically(
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    targets: watch::Receiver<discovery::Targets>,
+    period: Duration,
+) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        store.expire(routes::now());
+        let now = routes::now();
+        store.expire(now);
+        if targets.borrow().is_empty() {
+            telemetry.collection_progressed(now);
+        }
     }
 }
 

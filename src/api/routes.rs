@@ -297,7 +297,12 @@ impl Router {
         let exclude: Vec<String> = query_values(query, "exclude").flatten().collect();
         let answer = health::respond(endpoint, check, verbose, &exclude, &self.health, &inputs);
         if answer.code != 200 {
-            tracing::info!(endpoint = endpoint.name(), body = %answer.body.trim_end(), "Health check failed.");
+            let failed: Vec<&str> = answer
+                .body
+                .lines()
+                .filter(|line| line.starts_with("[-]") || line.starts_with("internal"))
+                .collect();
+            tracing::info!(endpoint = endpoint.name(), failed = %failed.join("; "), "Health check failed.");
         }
         response(answer.code, TEXT, answer.body.into())
     }
