@@ -68,13 +68,29 @@ pub fn run(config: Config) -> Result<(), AppError> {
     })?;
     let address = SocketAddr::new(config.bind_address, config.secure_port);
     let bind_error = |source| AppError::Bind { address, source };
-    let listener = std::net::TcpListener::bind(address).map_err(bind_error)?;
+    let listener = bind(address).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
 
     let system = actix_rt::System::new();
     let result = system.block_on(run_in_system(config, tls, listener, node_selector));
     actix_rt::System::current().stop();
     result
+}
+
+/// Binds the API's socket. `0.0.0.0` means every address, as it does for upstream's Go listener: the
+/// IPv6 wildcard is tried first (dual-stack on Linux, so IPv6-only clusters are served too), and the
+/// IPv4 wildcard when the host has no IPv6.
+fn bind(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    if address.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+        let dual = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), address.port());
+        match std::net::TcpListener::bind(dual) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => {
+                tracing::debug!(%error, "No IPv6 wildcard; listening on IPv4 only.");
+            }
+        }
+    }
+    std::net::TcpListener::bind(address)
 }
 
 async fn run_in_system(
@@ -146,9 +162,11 @@ async fn run_in_system(
         (config.metric_resolution / 2).max(Duration::from_secs(1)),
     ));
 
-    let outcome = tokio::select! {
-        signal = shutdown_signal() => signal.map_err(AppError::Signals),
-        _ = &mut server_exited => Err(AppError::ServerStopped),
+    // `server_running` tracks whether the oneshot is still pending: a completed one must not be
+    // awaited again.
+    let (outcome, server_running) = tokio::select! {
+        signal = shutdown_signal() => (signal.map_err(AppError::Signals), true),
+        _ = &mut server_exited => (Err(AppError::ServerStopped), false),
     };
     tracing::info!("Shutting down.");
     shutting_down.store(true, Ordering::Relaxed);
@@ -156,7 +174,9 @@ async fn run_in_system(
     scraping.stop();
     expiry.abort();
     // The server drains for a bounded time itself; this bound only guards against a stuck thread.
-    let _ = tokio::time::timeout(Duration::from_secs(15), server_exited).await;
+    if server_running {
+        let _ = tokio::time::timeout(Duration::from_secs(15), server_exited).await;
+    }
     api_arbiter.stop();
     outcome
 }
@@ -264,6 +284,15 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv4_wildcard_accepts_ipv4_clients() {
+        let listener = bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer.port(), client.local_addr().unwrap().port());
+    }
 
     #[test]
     fn open_file_soft_limit_reaches_the_hard_limit() {
