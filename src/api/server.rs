@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
@@ -28,6 +28,8 @@ use crate::config::{cipher_suite_support, TlsVersion};
 
 /// A handshake not done by then is dropped, so idle half-open peers cannot pin tasks.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 ping interval; a peer that stops answering is disconnected.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long in-flight requests may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (such as running out of file descriptors) so the loop does not spin.
@@ -197,7 +199,17 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timers make hyper enforce its HTTP/1 header-read timeout (a peer trickling headers is
+    // dropped) and let HTTP/2 keep-alive pings find dead peers.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "Serving metrics.k8s.io over HTTPS.");
     }
