@@ -25,7 +25,9 @@ const NAMESPACES: usize = 50;
 
 struct Cluster {
     nodes: BTreeMap<String, Labels>,
-    pods: HashMap<(String, String), Labels>,
+    /// Pods by namespace, then name, so a lookup borrows its keys and allocates nothing (as the
+    /// real view's lookups do).
+    pods: HashMap<String, HashMap<String, Labels>>,
 }
 
 impl ClusterLookup for Cluster {
@@ -33,7 +35,7 @@ impl ClusterLookup for Cluster {
         self.nodes.get(name)
     }
     fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels> {
-        self.pods.get(&(namespace.to_owned(), name.to_owned()))
+        self.pods.get(namespace)?.get(name)
     }
 }
 
@@ -92,13 +94,14 @@ fn router() -> Router {
             Labels::from_pairs([("kubernetes.io/hostname", name.to_string())]),
         );
         for p in 0..PODS_PER_NODE {
-            cluster.pods.insert(
-                (
-                    format!("ns-{:02}", (n * PODS_PER_NODE + p) % NAMESPACES),
+            cluster
+                .pods
+                .entry(format!("ns-{:02}", (n * PODS_PER_NODE + p) % NAMESPACES))
+                .or_default()
+                .insert(
                     format!("pod-{n:04}-{p:02}"),
-                ),
-                Labels::from_pairs([("app", format!("app-{}", p % 10))]),
-            );
+                    Labels::from_pairs([("app", format!("app-{}", p % 10))]),
+                );
         }
     }
     Router::new(
