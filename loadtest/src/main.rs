@@ -1,4 +1,4 @@
-//! `kubelet-fleet`: runs a simulated cluster (kubelets, and the API stand-in once wired) until
+//! `kubelet-fleet`: runs a simulated cluster (kubelets and the API stand-in) until
 //! SIGINT or SIGTERM, printing a line beginning with `ready` once everything listens.
 
 use std::net::IpAddr;
@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use kubelet_fleet::apiserver;
 use kubelet_fleet::churn::{self, ChurnRates};
 use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
 use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
@@ -95,6 +96,12 @@ struct Args {
     /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
     #[arg(long)]
     aggregate_to: Option<String>,
+    /// Address of the API stand-in.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_address: IpAddr,
+    /// Port of the API stand-in (0: any free port; the kubeconfigs name the one chosen).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
 
     /// Fraction of nodes answering slowly (see --slow-delay).
     #[arg(long, default_value_t = 0.0)]
@@ -265,12 +272,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the kubelet fleet")?;
 
     // === API stand-in ===
-    // Wired here once `kubelet_fleet::apiserver` exists:
-    //   let api = kubelet_fleet::apiserver::start(api_config, fleet.cluster()).await?;
-    // with `api_config` taking `state_dir` and `args.aggregate_to`.
-    if let Some(target) = &args.aggregate_to {
-        tracing::info!(%target, "Aggregation target noted for the API stand-in.");
-    }
+    let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
+    api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
+    api_config.aggregate_to = args.aggregate_to.clone();
+    let api = apiserver::start(api_config, fleet.cluster())
+        .await
+        .context("starting the API stand-in")?;
 
     let stop = CancellationToken::new();
     let rates = ChurnRates {
@@ -296,11 +303,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.to_string())
         .unwrap_or_else(|| "per-node".to_owned());
     println!(
-        "ready nodes={} pods={} port={} faulty={} state_dir={} startup_ms={}",
+        "ready nodes={} pods={} port={} faulty={} api={} state_dir={} startup_ms={}",
         fleet.node_count(),
         pods,
         port,
         fleet.faulty_nodes().len(),
+        api.url(),
         state_dir.display(),
         started.elapsed().as_millis()
     );
@@ -318,6 +326,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let totals = fleet.total_counts();
+    api.shutdown().await;
     fleet.shutdown().await;
     eprintln!(
         "stopped connections={} requests={} bodies={}",
