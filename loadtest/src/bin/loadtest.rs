@@ -46,6 +46,9 @@ enum Command {
         case: PathBuf,
         #[arg(long)]
         state_dir: PathBuf,
+        /// Where the API stand-in forwards metrics.k8s.io (the server), https://HOST:PORT.
+        #[arg(long)]
+        aggregate_to: Option<String>,
     },
 }
 
@@ -73,21 +76,23 @@ async fn main() {
                 2
             }
         },
-        Command::Fleet { case, state_dir } => {
-            match Case::load(&case).map_err(anyhow::Error::from) {
-                Ok(case) => match runner::serve_fleet(&case, &state_dir).await {
-                    Ok(()) => 0,
-                    Err(error) => {
-                        eprintln!("loadtest fleet: {error}");
-                        2
-                    }
-                },
+        Command::Fleet {
+            case,
+            state_dir,
+            aggregate_to,
+        } => match Case::load(&case).map_err(anyhow::Error::from) {
+            Ok(case) => match runner::serve_fleet(&case, &state_dir, aggregate_to).await {
+                Ok(()) => 0,
                 Err(error) => {
-                    eprintln!("loadtest fleet: {error:#}");
+                    eprintln!("loadtest fleet: {error}");
                     2
                 }
+            },
+            Err(error) => {
+                eprintln!("loadtest fleet: {error:#}");
+                2
             }
-        }
+        },
     };
     std::process::exit(code);
 }

@@ -93,6 +93,7 @@ pub struct RunData {
     pub window: (f64, f64),
     pub nodes: u64,
     pub pods: u64,
+    pub containers: u64,
     pub faulty_nodes: u64,
     pub procs: Vec<ProcSeries>,
     pub streams: Vec<StreamResult>,
@@ -498,9 +499,17 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         "| pods | {} ({} per node requested) |",
         data.pods, case.fleet.pods_per_node
     );
-    if let Some(c) = case.fleet.containers_per_pod {
-        let _ = writeln!(md, "| containers per pod (sized for) | {c} |");
-    }
+    let measured = if data.pods > 0 {
+        format!("{:.2}", data.containers as f64 / data.pods as f64)
+    } else {
+        "n/a".to_owned()
+    };
+    let sized = case
+        .fleet
+        .containers_per_pod
+        .map(|c| format!(" (case sized for {c})"))
+        .unwrap_or_default();
+    let _ = writeln!(md, "| containers per pod | {measured}{sized} |");
     let _ = writeln!(md, "| resolution | {:?} |", case.server.resolution);
     let _ = writeln!(
         md,

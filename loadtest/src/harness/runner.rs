@@ -27,6 +27,7 @@ use super::fleetctl::{self, ControlClient};
 use super::freshness::{self, PromHistogram};
 use super::procstat;
 use super::report::{self, Environment, MetricsScrape, RunData};
+use crate::apiserver::{self, ApiServerConfig, ApiServerError};
 use crate::churn::{self, ChurnRates};
 use crate::fleet::{raise_open_file_limit, Fleet, FleetError};
 use crate::scrape_all::{self, ScrapeConfig};
@@ -62,6 +63,8 @@ pub enum RunError {
     Port(std::io::Error),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error(transparent)]
+    ApiServer(#[from] ApiServerError),
     #[error(transparent)]
     ApiLoad(#[from] apiload::ApiLoadError),
     #[error(transparent)]
@@ -145,10 +148,15 @@ pub fn server_args(case: &Case, state_dir: &Path, cert_dir: &Path, port: u16) ->
         .collect()
 }
 
-/// The fleet's side of a run: starts the fleet described by `case`, its control endpoint and
-/// churn, prints `ready nodes=N pods=P faulty=F control_port=C`, and serves until stdin closes or
+/// The fleet's side of a run: starts the fleet described by `case`, the API stand-in (forwarding
+/// `metrics.k8s.io` to `aggregate_to`), the control endpoint and churn, prints
+/// `ready nodes=N pods=P faulty=F control_port=C api=URL`, and serves until stdin closes or
 /// SIGTERM/SIGINT arrives.
-pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> {
+pub async fn serve_fleet(
+    case: &Case,
+    state_dir: &Path,
+    aggregate_to: Option<String>,
+) -> Result<(), RunError> {
     if let Err(error) = raise_open_file_limit() {
         tracing::warn!(%error, "Could not raise the open-file limit.");
     }
@@ -165,8 +173,11 @@ pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> 
     }
     let fleet = builder.start(state_dir).await?;
     fleet.write_node_list()?;
-    // The API stand-in is started here once it exists, writing `server.kubeconfig` (and
-    // `api-token`) into the state directory for the server and the load generator.
+    // The stand-in writes `server.kubeconfig` for the server; the metrics reader's token is
+    // what the load generator presents.
+    let mut api_config = ApiServerConfig::new(state_dir);
+    api_config.aggregate_to = aggregate_to;
+    let api = apiserver::start(api_config, fleet.cluster()).await?;
     let stop = CancellationToken::new();
     let control_port = fleetctl::serve(fleet.clone(), stop.clone()).await?;
     let write = |name: &str, text: String| {
@@ -174,6 +185,9 @@ pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> 
         std::fs::write(&path, text).map_err(|source| RunError::Write { path, source })
     };
     write(fleetctl::CONTROL_PORT_FILE, control_port.to_string())?;
+    if let Some(token) = api.token(apiserver::METRICS_READER) {
+        write(API_TOKEN_FILE, token.to_owned())?;
+    }
     let c = case.fleet.churn;
     let rates = ChurnRates {
         pod_create: c.pod_create,
@@ -190,11 +204,14 @@ pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> 
             stop.clone(),
         ))
     });
+    let pods = fleet.cluster().list_pods().items;
+    let containers: usize = pods.iter().map(|p| p.containers.len()).sum();
     println!(
-        "ready nodes={} pods={} faulty={} control_port={control_port}",
+        "ready nodes={} pods={} containers={containers} faulty={} control_port={control_port} api={}",
         fleet.node_count(),
-        fleet.cluster().list_pods().items.len(),
-        fleet.faulty_nodes().len()
+        pods.len(),
+        fleet.faulty_nodes().len(),
+        api.url()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| RunError::Write {
@@ -220,6 +237,7 @@ pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> 
             tracing::info!(?tally, "Churn stopped.");
         }
     }
+    api.shutdown().await;
     fleet.shutdown().await;
     Ok(())
 }
@@ -229,6 +247,7 @@ pub async fn serve_fleet(case: &Case, state_dir: &Path) -> Result<(), RunError> 
 pub struct Ready {
     pub nodes: u64,
     pub pods: u64,
+    pub containers: u64,
     pub faulty: u64,
     pub control_port: u16,
 }
@@ -242,6 +261,7 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
         match k {
             "nodes" => ready.nodes = v.parse().ok()?,
             "pods" => ready.pods = v.parse().ok()?,
+            "containers" => ready.containers = v.parse().ok()?,
             "faulty" => ready.faulty = v.parse().ok()?,
             "control_port" => ready.control_port = v.parse().ok()?,
             _ => {}
@@ -331,12 +351,24 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     };
 
     // === Fleet ===
-    let mut fleet = Command::new(&opts.fleet_exe)
+    // The server's port is chosen first: the API stand-in forwards metrics.k8s.io to it.
+    let server_port = match opts.server_bin {
+        Some(_) => Some(free_port()?),
+        None => None,
+    };
+    let mut fleet_cmd = Command::new(&opts.fleet_exe);
+    fleet_cmd
         .arg("fleet")
         .arg("--case")
         .arg(&case_path)
         .arg("--state-dir")
-        .arg(&state_dir)
+        .arg(&state_dir);
+    if let Some(port) = server_port {
+        fleet_cmd
+            .arg("--aggregate-to")
+            .arg(format!("https://127.0.0.1:{port}"));
+    }
+    let mut fleet = fleet_cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log_file(&out.join("fleet.log"))?)
@@ -370,6 +402,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     };
     data.nodes = ready.nodes;
     data.pods = ready.pods;
+    data.containers = ready.containers;
     data.faulty_nodes = ready.faulty;
     let mut control = ControlClient::new(ready.control_port);
     let healthy = control.healthy().await?;
@@ -382,7 +415,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             if !kubeconfig.exists() {
                 return Err(RunError::NoKubeconfig(kubeconfig));
             }
-            let port = free_port()?;
+            let port = match server_port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let child = Command::new(bin)
                 .args(server_args(case, &state_dir, &cert_dir, port))
                 .stdin(Stdio::null())
@@ -637,10 +673,11 @@ mod tests {
     #[test]
     fn the_ready_line_gives_the_control_port() {
         assert_eq!(
-            parse_ready("ready nodes=5 pods=20 faulty=1 control_port=4321"),
+            parse_ready("ready nodes=5 pods=20 containers=31 faulty=1 control_port=4321 api=https://127.0.0.1:1"),
             Some(Ready {
                 nodes: 5,
                 pods: 20,
+                containers: 31,
                 faulty: 1,
                 control_port: 4321
             })
