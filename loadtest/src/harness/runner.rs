@@ -110,6 +110,9 @@ pub const DEFAULT_SERVER_ARGS: &[&str] = &[
     "--kubelet-client-key",
     "{state_dir}/kubelet-client.key",
     "--kubelet-use-node-status-port",
+    // The simulated nodes' hostnames do not resolve; their InternalIP is their loopback address.
+    "--kubelet-preferred-address-types",
+    "InternalIP",
     "--secure-port",
     "{port}",
     "--cert-dir",
