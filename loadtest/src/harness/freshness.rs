@@ -206,8 +206,22 @@ pub fn matching_sample(api_ms: i64, precise: bool, served: &[Option<i64>]) -> Op
     })
 }
 
-/// Probes `nodes` round-robin until `stop`: for each, waits until about one `resolution` after
-/// the previous change, then polls every `poll` until the timestamp changes.
+/// When to start polling for a node's next sample: `lead` before one `resolution` after the
+/// instant the kubelet served the last one (wall clock, unix ms), as an [`Instant`].
+fn next_due(served_ms: Option<i64>, resolution: Duration, lead: Duration) -> Instant {
+    let now = Instant::now();
+    let Some(served_ms) = served_ms else {
+        return now + resolution / 2;
+    };
+    let due_ms = served_ms + resolution.as_millis() as i64 - lead.as_millis() as i64;
+    let wait_ms = due_ms - crate::kubelet::now_ms();
+    now + Duration::from_millis(wait_ms.clamp(0, (resolution * 2).as_millis() as i64) as u64)
+}
+
+/// Probes `nodes` until `stop`. Each node is polled every `poll` from shortly before its next
+/// sample is due (one `resolution` after the kubelet served the last one) until the API's
+/// `timestamp` changes. A change counts only if the burst saw the old timestamp first, so a
+/// late start can never pass for lag.
 pub async fn probe(
     mut api: Client,
     mut fleet: ControlClient,
@@ -224,28 +238,25 @@ pub async fn probe(
     if nodes.is_empty() {
         return result;
     }
-    // Per node: last timestamp seen and when it changed.
-    let mut last: Vec<Option<(i64, Instant)>> = vec![None; nodes.len()];
     let lead = Duration::from_millis(100).min(resolution / 4);
+    // Per node: the timestamp last seen, and when to start polling next.
+    let mut state: Vec<(Option<i64>, Instant)> = vec![(None, Instant::now()); nodes.len()];
     'outer: loop {
-        // The node due soonest is polled next.
-        let (i, due) = last
+        let Some((i, due)) = state
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                (
-                    i,
-                    l.map_or_else(Instant::now, |(_, at)| at + resolution - lead),
-                )
-            })
+            .map(|(i, s)| (i, s.1))
             .min_by_key(|(_, due)| *due)
-            .unwrap_or((0, Instant::now()));
+        else {
+            break;
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
             _ = stop.cancelled() => break,
         }
         let give_up = Instant::now() + resolution * 3;
         let path = format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", nodes[i]);
+        let mut saw_old = false;
         loop {
             if stop.is_cancelled() {
                 break 'outer;
@@ -254,52 +265,58 @@ pub async fn probe(
             let got = api.get(&path).await;
             let seen = Instant::now();
             let Some((api_ms, precise)) = got.ok().and_then(|b| node_timestamp(&b)) else {
+                // Not served yet (first scrape pending) or an error: try again later.
                 result.errors += 1;
-                // A node may not be served yet (first scrape pending): try again later.
-                last[i] = Some((last[i].map_or(0, |l| l.0), seen));
+                state[i].1 = seen + resolution / 2;
                 break;
             };
-            match last[i] {
-                Some((prev, _)) if prev == api_ms => {}
-                None => {
-                    last[i] = Some((api_ms, seen));
+            if state[i].0 == Some(api_ms) {
+                saw_old = true;
+                if Instant::now() > give_up {
+                    state[i].1 = Instant::now();
                     break;
                 }
-                Some(_) => {
-                    // The answer left the server between `asked` and `seen`; its midpoint is
-                    // the best guess of when the new sample became visible.
-                    let visible = asked + (seen - asked) / 2;
-                    let wall_now = crate::kubelet::now_ms();
-                    let visible_ms =
-                        wall_now - seen.saturating_duration_since(visible).as_millis() as i64;
-                    match fleet.served(&nodes[i]).await {
-                        Ok(s) => {
-                            match matching_sample(api_ms, precise, &[s.last_ms, s.previous_ms]) {
-                                Some(served_ms) => result.points.push(LagPoint {
-                                    t: visible.saturating_duration_since(began).as_secs_f64(),
-                                    node: nodes[i].clone(),
-                                    lag_ms: (visible_ms - served_ms) as f64,
-                                }),
-                                None => result.unmatched += 1,
-                            }
-                        }
-                        Err(error) => {
-                            result.errors += 1;
-                            tracing::debug!(%error, "Asking the fleet what it served failed.");
-                        }
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.cancelled() => break 'outer,
+                }
+                continue;
+            }
+            // A new timestamp (or the first): when did the kubelet serve it?
+            let served = match fleet.served(&nodes[i]).await {
+                Ok(s) => s,
+                Err(error) => {
+                    result.errors += 1;
+                    tracing::debug!(%error, "Asking the fleet what it served failed.");
+                    state[i] = (Some(api_ms), seen + resolution / 2);
+                    break;
+                }
+            };
+            let matched = matching_sample(api_ms, precise, &[served.last_ms, served.previous_ms]);
+            if saw_old {
+                match matched {
+                    Some(served_ms) => {
+                        // The answer left the server between `asked` and `seen`; its midpoint
+                        // is the best guess of when the new sample became visible.
+                        let visible = asked + (seen - asked) / 2;
+                        let visible_ms = crate::kubelet::now_ms()
+                            - Instant::now()
+                                .saturating_duration_since(visible)
+                                .as_millis() as i64;
+                        result.points.push(LagPoint {
+                            t: visible.saturating_duration_since(began).as_secs_f64(),
+                            node: nodes[i].clone(),
+                            lag_ms: (visible_ms - served_ms) as f64,
+                        });
                     }
-                    last[i] = Some((api_ms, seen));
-                    break;
+                    None => result.unmatched += 1,
                 }
             }
-            if Instant::now() > give_up {
-                last[i] = Some((api_ms, Instant::now()));
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
-                _ = stop.cancelled() => break 'outer,
-            }
+            state[i] = (
+                Some(api_ms),
+                next_due(matched.or(served.last_ms), resolution, lead),
+            );
+            break;
         }
     }
     result

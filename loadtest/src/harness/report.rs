@@ -691,6 +691,13 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         }
     }
     write_file(&dir.join("summary.md"), &md)?;
+    if let Some(probe) = &data.probe {
+        let mut csv = String::from("t_seconds,node,lag_ms\n");
+        for p in &probe.points {
+            let _ = writeln!(csv, "{:.3},{},{}", p.t, p.node, p.lag_ms);
+        }
+        write_file(&dir.join("freshness.csv"), &csv)?;
+    }
 
     #[derive(Serialize)]
     struct Json<'a> {

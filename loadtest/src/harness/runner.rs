@@ -113,6 +113,8 @@ pub const DEFAULT_SERVER_ARGS: &[&str] = &[
     // The simulated nodes' hostnames do not resolve; their InternalIP is their loopback address.
     "--kubelet-preferred-address-types",
     "InternalIP",
+    "--bind-address",
+    "127.0.0.1",
     "--secure-port",
     "{port}",
     "--cert-dir",
