@@ -241,15 +241,13 @@ pub async fn probe(
     let lead = Duration::from_millis(100).min(resolution / 4);
     // Per node: the timestamp last seen, and when to start polling next.
     let mut state: Vec<(Option<i64>, Instant)> = vec![(None, Instant::now()); nodes.len()];
-    'outer: loop {
-        let Some((i, due)) = state
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.1))
-            .min_by_key(|(_, due)| *due)
-        else {
-            break;
-        };
+    // The node due soonest is polled next.
+    'outer: while let Some((i, due)) = state
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.1))
+        .min_by_key(|(_, due)| *due)
+    {
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
             _ = stop.cancelled() => break,
