@@ -730,4 +730,56 @@ mod tests {
             .iter()
             .any(|p| p.contains("/namespaces/shop/pods?labelSelector=")));
     }
+
+    #[tokio::test]
+    async fn both_protocols_load_a_loopback_kubelet_without_checking_its_certificate() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fleet = crate::fleet::Fleet::builder()
+            .nodes(1)
+            .pods_per_node(2)
+            .port(0)
+            .start(dir.path())
+            .await
+            .expect("starts");
+        let (_, addr) = fleet.addresses().into_iter().next().expect("a node");
+        for protocol in ["h2", "http1"] {
+            let spec: ShapeSpec = toml::from_str(&format!(
+                "kind = \"path\"\npath = \"/metrics/resource\"\nprotocol = \"{protocol}\"\nconcurrency = 2\n"
+            ))
+            .expect("spec");
+            let target = Target {
+                addr,
+                server_name: addr.ip().to_string(),
+                ca: None,
+                token: Some(fleet.token().to_owned()),
+            };
+            let stop = CancellationToken::new();
+            let began = Instant::now();
+            let task = tokio::spawn(run_stream(
+                target,
+                Stream::for_shape(&spec),
+                Duration::from_secs(5),
+                began,
+                stop.clone(),
+            ));
+            // Stop once the kubelet has answered a few requests of this stream.
+            let before = fleet.total_counts().bodies;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while fleet.total_counts().bodies < before + 10 && Instant::now() < deadline {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+            let result = task.await.expect("joins").expect("runs");
+            let all = result.window(0, result.seconds.len());
+            assert!(
+                all.ok >= 10,
+                "{protocol}: {all:?} {:?}",
+                result.sample_errors
+            );
+            assert_eq!(all.errors, 0, "{protocol}: {:?}", result.sample_errors);
+            assert!(all.bytes > 0);
+        }
+        fleet.shutdown().await;
+    }
 }
