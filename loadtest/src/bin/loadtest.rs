@@ -109,7 +109,7 @@ async fn run(
     if let Some(bin) = &server_bin {
         anyhow::ensure!(
             bin.exists(),
-            "{} does not exist: build it (cargo build --release) or pass --server-bin, or --no-server",
+            "{} does not exist: build it (cargo build --release --workspace) or pass --server-bin, or --no-server",
             bin.display()
         );
     }
