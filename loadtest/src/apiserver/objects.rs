@@ -117,7 +117,9 @@ pub(crate) fn push_node(out: &mut String, node: &Node, resources: &NodeResources
         c = created,
         ip = node.ip
     );
-    push_json_str(out, &node.name);
+    // The Hostname address is the node's IP: simulated node names resolve nowhere, and a metrics
+    // server on its default address preference (Hostname first) must still reach the kubelet.
+    push_json_str(out, &node.ip.to_string());
     let _ = write!(
         out,
         concat!(
