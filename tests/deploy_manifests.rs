@@ -3,7 +3,10 @@
 //!
 //! The kustomize layouts are rendered with `kubectl kustomize` (offline; `$KUBECTL` names the
 //! binary, else `kubectl` from `PATH`). Where no kubectl runs, those tests say so and pass: the
-//! manifests are data, and a machine without kubectl cannot render them. The Helm chart is checked
+//! manifests are data, and a machine without kubectl cannot render them. Each rendered object is
+//! also read into its Kubernetes 1.33 type and written back: a field the API does not know is
+//! dropped by that trip and reported, which catches what `kubectl apply` would reject (client-side
+//! validation needs a live API server; this does not). The Helm chart is checked
 //! without Helm: every `.Values` path its templates read must be declared in `values.yaml`, so a
 //! renamed or misspelt value cannot silently render as empty.
 
@@ -386,5 +389,143 @@ fn chart_image_tag_defaults_to_the_app_version_of_the_crate() {
     assert!(
         chart.contains(&app_version),
         "Chart.yaml should carry `{app_version}`"
+    );
+}
+
+/// Every field of `original` that survives a trip through `T` (the Kubernetes 1.33 type); a
+/// field the type does not know is dropped by the trip and named here, so a misspelt or
+/// misplaced key cannot hide in a manifest.
+fn fields_unknown_to<T>(original: &serde_json::Value) -> Vec<String>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = match serde_json::from_value(original.clone()) {
+        Ok(typed) => typed,
+        Err(error) => return vec![format!("does not parse: {error}")],
+    };
+    let back = serde_json::to_value(&typed).expect("a parsed object serialises");
+    let mut unknown = Vec::new();
+    collect_dropped(original, &back, String::new(), &mut unknown);
+    unknown
+}
+
+fn collect_dropped(
+    original: &serde_json::Value,
+    back: &serde_json::Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (original, back) {
+        (Value::Object(original), Value::Object(back)) => {
+            for (key, value) in original {
+                let path = format!("{path}.{key}");
+                match back.get(key) {
+                    Some(returned) => collect_dropped(value, returned, path, out),
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(original), Value::Array(back)) => {
+            for (index, (value, returned)) in original.iter().zip(back).enumerate() {
+                collect_dropped(value, returned, format!("{path}[{index}]"), out);
+            }
+        }
+        (original, back) if original != back => {
+            out.push(format!("{path} ({original} read back as {back})"))
+        }
+        _ => {}
+    }
+}
+
+/// Checks each object against its Kubernetes type; returns how many were checked.
+fn assert_schema_valid(rendered: &str) -> usize {
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding},
+    };
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(rendered).expect("kustomize output is YAML");
+    let mut problems = Vec::new();
+    for object in &documents {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let unknown = match (api_version, kind) {
+            ("v1", "ServiceAccount") => fields_unknown_to::<ServiceAccount>(object),
+            ("v1", "Service") => fields_unknown_to::<Service>(object),
+            ("apps/v1", "Deployment") => fields_unknown_to::<Deployment>(object),
+            ("policy/v1", "PodDisruptionBudget") => {
+                fields_unknown_to::<PodDisruptionBudget>(object)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                fields_unknown_to::<ClusterRole>(object)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                fields_unknown_to::<ClusterRoleBinding>(object)
+            }
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                fields_unknown_to::<RoleBinding>(object)
+            }
+            ("apiregistration.k8s.io/v1", "APIService") => fields_unknown_to::<APIService>(object),
+            _ => vec![format!(
+                "{api_version} {kind} is not a kind the install should hold"
+            )],
+        };
+        for field in unknown {
+            problems.push(format!("{kind}/{}: {field}", object["metadata"]["name"]));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "not valid Kubernetes 1.33 objects: {problems:#?}"
+    );
+    documents.len()
+}
+
+#[test]
+fn every_rendered_object_is_a_valid_kubernetes_object() {
+    for (dir, count) in [("deploy", 9), ("deploy/high-availability", 10)] {
+        let Some(rendered) = kustomize(dir) else {
+            return;
+        };
+        assert_eq!(assert_schema_valid(&rendered), count, "objects in {dir}");
+    }
+}
+
+#[test]
+fn schema_check_names_a_misspelt_field() {
+    let rendered = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  selector:\n    a: b\n  prots:\n  - port: 443\n";
+    let object: serde_json::Value = serde_saphyr::from_str(rendered).expect("YAML");
+    assert_eq!(
+        fields_unknown_to::<k8s_openapi::api::core::v1::Service>(&object),
+        vec![".spec.prots".to_string()]
+    );
+}
+
+#[test]
+fn deployment_args_are_exactly_the_upstream_defaults_in_order() {
+    let Some(rendered) = kustomize("deploy") else {
+        return;
+    };
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&rendered).expect("kustomize output is YAML");
+    let deployment = documents
+        .iter()
+        .find(|object| object["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        args,
+        &serde_json::json!([
+            "--cert-dir=/tmp",
+            "--secure-port=10250",
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+            "--kubelet-use-node-status-port",
+            "--metric-resolution=15s"
+        ])
     );
 }
