@@ -187,6 +187,11 @@ fn deployment_runs_hardened_with_upstream_flags_and_probes() {
             "cpu: ",
         ],
     );
+    let image = format!("image: metrics-server:{}", env!("CARGO_PKG_VERSION"));
+    assert!(
+        deployment.text.contains(&image),
+        "the default install should run the release being built (`{image}`)"
+    );
     assert!(
         !deployment.text.contains("limits:"),
         "a CPU limit throttles scrapes into probe failures; the base sets none"
