@@ -227,7 +227,8 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["zone"], "a");
         assert_eq!(v["status"]["addresses"][0]["type"], "InternalIP");
         assert_eq!(v["status"]["addresses"][0]["address"], "127.0.0.9");
-        assert_eq!(v["status"]["addresses"][1]["address"], "node-\"1\"");
+        assert_eq!(v["status"]["addresses"][1]["type"], "Hostname");
+        assert_eq!(v["status"]["addresses"][1]["address"], "127.0.0.9");
         assert_eq!(
             v["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
             10250
