@@ -297,6 +297,9 @@ impl Env {
             .map(|p| (p.namespace.clone(), p.name.clone()))
             .collect();
         let mut last_mismatch = String::new();
+        // Values that are neither the current rate nor the previous body's (a server one scrape
+        // behind the history just read): wrong whenever they are seen.
+        let mut unexplained: Vec<String> = Vec::new();
         while !pending_nodes.is_empty() || !pending_pods.is_empty() {
             self.check_deadline(|| {
                 format!(
@@ -311,7 +314,12 @@ impl Env {
                         Ok(()) => {
                             pending_nodes.remove(node);
                         }
-                        Err(why) => last_mismatch = why,
+                        Err(why) => {
+                            if !node_lags(node, history, &read.nodes) {
+                                unexplained.push(why.clone());
+                            }
+                            last_mismatch = why;
+                        }
                     }
                 }
                 for (key, expected) in expected_pods(&history.last, history.previous.as_ref()) {
@@ -322,12 +330,21 @@ impl Env {
                         Ok(()) => {
                             pending_pods.remove(&key);
                         }
-                        Err(why) => last_mismatch = why,
+                        Err(why) => {
+                            if expected.is_some() && !pod_lags(&key, history, read.pods.get(&key)) {
+                                unexplained.push(why.clone());
+                            }
+                            last_mismatch = why;
+                        }
                     }
                 }
             }
             tokio::time::sleep(POLL).await;
         }
+        assert!(
+            unexplained.is_empty(),
+            "served values matching no body the kubelets sent: {unexplained:#?}"
+        );
     }
 
     /// Polls until one pair of lists shows every node and every Running pod.
@@ -690,6 +707,30 @@ fn compare_node(
         Some(got) if *got == expected => Ok(()),
         got => Err(format!("{node}: served {got:?}, expected {expected:?}")),
     }
+}
+
+/// Whether a node's served usage is absent or comes from the body before the last one (the
+/// server had not stored the last body yet): its time and memory are that body's.
+fn node_lags(node: &str, history: &ServedHistory, served: &BTreeMap<String, Served>) -> bool {
+    let (Some(prev), Some(got)) = (history.previous.as_ref(), served.get(node)) else {
+        return true;
+    };
+    got.timestamp_s == prev.node.timestamp_ms.div_euclid(1000)
+        && got.memory_bytes == i128::from(prev.node.memory)
+}
+
+/// Like [`node_lags`], for a pod: absent, or every container shows the previous body's memory
+/// at the previous body's time.
+fn pod_lags(key: &PodKey, history: &ServedHistory, served: Option<&ServedPod>) -> bool {
+    let (Some(prev), Some(got)) = (history.previous.as_ref(), served) else {
+        return true;
+    };
+    got.containers.iter().all(|(name, _, memory)| {
+        prev.container(&key.0, &key.1, name).is_some_and(|c| {
+            got.timestamp_s <= c.point.timestamp_ms.div_euclid(1000)
+                && *memory == i128::from(c.point.memory)
+        })
+    })
 }
 
 /// Every pod of the last body, with the usage the server must show for it, or `None` where it
