@@ -5,6 +5,10 @@
 
 pub mod gofmt;
 pub mod json;
+pub mod negotiate;
+pub mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod render;
 pub mod selector;
+pub mod table;
