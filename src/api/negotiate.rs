@@ -65,12 +65,16 @@ impl TableVersion {
 }
 
 /// No clause of the `Accept` header names a format this server produces. Callers answer
-/// `406 Not Acceptable` with a `Status` body carrying [`NotAcceptable::message`].
+/// `406 Not Acceptable` with a `Status` body of reason [`NotAcceptable::REASON`] carrying
+/// [`NotAcceptable::message`], kube-apiserver's text listing the media types it serves.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("only the following media types are accepted: {}", SUPPORTED.join(", "))]
 pub struct NotAcceptable;
 
 impl NotAcceptable {
+    /// The `reason` of the `Status` a 406 carries.
+    pub const REASON: &'static str = "NotAcceptable";
+
     /// The `Status` message kube-apiserver sends with a 406.
     pub fn message(&self) -> String {
         self.to_string()
@@ -381,9 +385,10 @@ mod tests {
         ] {
             assert_eq!(negotiate(Some(header)), Err(NotAcceptable), "{header}");
         }
-        assert!(NotAcceptable
-            .message()
-            .contains("application/json, application/vnd.kubernetes.protobuf"));
+        assert_eq!(
+            NotAcceptable.message(),
+            "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
+        );
     }
 
     #[test]

@@ -14,12 +14,12 @@
 //! columns as every other row, where upstream would give that row (and, if it comes first, the
 //! whole table) no resource columns.
 //!
-//! JSON is written straight into the caller's buffer with the helpers the object renderer uses;
+//! JSON is written straight into the caller's buffer with the functions the object renderer uses;
 //! the creation time is formatted once per table.
 
 use thiserror::Error;
 
-use crate::api::gofmt::{self, write_duration};
+use crate::api::gofmt::{self, push_go_quoted, write_duration};
 use crate::api::json::write_str;
 use crate::api::quantity::{write_cpu, write_memory};
 use crate::api::render;
@@ -40,14 +40,22 @@ pub enum IncludeObject {
 }
 
 /// `includeObject` had a value other than `None`, `Metadata` or `Object`. Callers answer
-/// `400 Bad Request` with the error's text as the `Status` message, as kube-apiserver does.
+/// `400 Bad Request` (reason `BadRequest`) with the error's text as the `Status` message, which
+/// is kube-apiserver's text for the same mistake.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error(
-    "Unable to convert to Table as requested: includeObject: Unsupported value: {value:?}: \
-     supported values: \"Metadata\", \"None\", \"Object\""
+    "Unable to convert to Table as requested: includeObject: Invalid value: {}: \
+     must be 'Metadata', 'Object', 'None', or empty",
+    go_quoted(value)
 )]
 pub struct InvalidIncludeObject {
     pub value: String,
+}
+
+fn go_quoted(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    push_go_quoted(&mut quoted, value);
+    quoted
 }
 
 impl IncludeObject {
@@ -142,7 +150,7 @@ pub fn pod_usage(metrics: &PodMetrics) -> Usage {
         })
 }
 
-// === rendering helpers ===
+// === rendering ===
 
 const COLUMNS: &[u8] = concat!(
     r#""columnDefinitions":["#,
@@ -431,7 +439,7 @@ mod tests {
         let err = IncludeObject::from_query(Some("object")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "Unable to convert to Table as requested: includeObject: Unsupported value: \"object\": supported values: \"Metadata\", \"None\", \"Object\""
+            "Unable to convert to Table as requested: includeObject: Invalid value: \"object\": must be 'Metadata', 'Object', 'None', or empty"
         );
     }
 
