@@ -16,8 +16,8 @@
 //! - when no clause matches, the answer is `406 Not Acceptable`.
 //!
 //! Deliberate differences, all towards leniency: type, subtype and parameter names compare
-//! case-insensitively (RFC 9110), quoted parameter values are unquoted, and tabs count as
-//! whitespace. Not served (so they end in 406 unless another clause matches): YAML and the
+//! case-insensitively (RFC 9110), quoted parameter values are unquoted, tabs count as
+//! whitespace, and a header of only whitespace counts as missing. Not served (so they end in 406 unless another clause matches): YAML and the
 //! `PartialObjectMetadata` conversions.
 //!
 //! Parsing never panics and does no I/O; it borrows from the header and allocates one small

@@ -22,9 +22,9 @@
 //! - map fields (`labels`, `usage`) are repeated entries {`key` 1, `value` 2} sorted by key;
 //! - a quantity is its canonical string, the same text the JSON form carries.
 //!
-//! Each message's length prefix is inserted after its contents are written (one move of the
-//! contents, short for everything but the outer `raw` field), so encoding is a single pass over
-//! the items and allocates nothing but output growth.
+//! Each message's length is filled in after its contents are written: in place when it fits one
+//! byte, else by sliding the contents along (short moves for everything but the outer `raw`
+//! field), so encoding is a single pass over the items and allocates nothing but output growth.
 
 use crate::api::quantity::{write_cpu, write_memory};
 use crate::model::{ContainerMetrics, Labels, NodeMetrics, PodMetrics, UnixNanos, Usage};
@@ -210,18 +210,27 @@ fn string(out: &mut Vec<u8>, field: u32, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
-/// A length-delimited field whose contents `body` writes: the contents go first, then the length
-/// prefix is slid in front of them.
+/// A length-delimited field whose contents `body` writes. One byte is set aside for the length,
+/// which is all most messages here need (quantities, times, usage entries); a longer message has
+/// its contents slid along to make room for the extra length bytes.
 fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
+    let prefix = out.len();
+    out.push(0);
     let start = out.len();
     body(out);
     let len = out.len() - start;
+    if len < 0x80 {
+        // A length below 128 is its own one-byte varint.
+        out[prefix] = len as u8;
+        return;
+    }
     let mut buf = [0u8; 10];
     let n = encode_varint(&mut buf, len as u64);
-    out.extend_from_slice(&buf[..n]);
-    out.copy_within(start..start + len, start + n);
-    out[start..start + n].copy_from_slice(&buf[..n]);
+    let extra = n - 1;
+    out.resize(out.len() + extra, 0);
+    out.copy_within(start..start + len, start + extra);
+    out[prefix..prefix + n].copy_from_slice(&buf[..n]);
 }
 
 #[cfg(test)]
