@@ -3,6 +3,8 @@
 //! Reads store snapshots and discovery caches; never writes either, and never waits on a lock or a
 //! channel the scrape side holds.
 
+pub mod authn;
+pub mod authz;
 pub mod gofmt;
 pub mod json;
 pub mod quantity;
