@@ -111,11 +111,14 @@ fn apply(shared: &Shared, configmap: Option<&ConfigMap>) {
             );
             shared.publish(published);
         }
-        Err(error) => tracing::error!(
-            namespace = NAMESPACE,
-            name = NAME,
-            error = %error,
-            "Authentication ConfigMap is invalid; keeping the previous settings."
-        ),
+        Err(error) => {
+            tracing::error!(
+                namespace = NAMESPACE,
+                name = NAME,
+                error = %error,
+                "Authentication ConfigMap is invalid; keeping the previous settings."
+            );
+            shared.reject_update();
+        }
     }
 }

@@ -28,6 +28,7 @@ pub mod x509;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +218,8 @@ pub struct Shared {
     flags: PublishedAuthentication,
     /// Many readers (every request), one rare writer (the ConfigMap follower): arc-swap.
     current: ArcSwap<PublishedAuthentication>,
+    /// ConfigMap versions refused as invalid (the previous settings stayed).
+    rejected_updates: AtomicU64,
 }
 
 impl Shared {
@@ -224,7 +227,12 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(flags.clone()),
             flags,
+            rejected_updates: AtomicU64::new(0),
         }
+    }
+
+    fn reject_update(&self) {
+        self.rejected_updates.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Makes `published` current, except where a flag overrides it.
@@ -434,6 +442,11 @@ impl DelegatedAuthenticator {
             current.request_header.is_some(),
             current.client_ca.is_some(),
         )
+    }
+
+    /// How many ConfigMap versions were refused as invalid since start.
+    pub fn rejected_configmap_updates(&self) -> u64 {
+        self.inner.shared.rejected_updates.load(Ordering::Relaxed)
     }
 
     /// How many token answers are cached.
