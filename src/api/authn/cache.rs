@@ -44,6 +44,19 @@ pub enum ReviewError {
     Aborted,
 }
 
+/// How long one review may take, as Kubernetes bounds its authentication and authorization
+/// webhooks; a review that takes longer fails (and is not cached).
+pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `review` bounded by [`REVIEW_TIMEOUT`].
+pub async fn bounded<V>(
+    review: impl Future<Output = Result<V, ReviewError>>,
+) -> Result<V, ReviewError> {
+    tokio::time::timeout(REVIEW_TIMEOUT, review)
+        .await
+        .unwrap_or_else(|_| Err(ReviewError::Api("the review timed out".into())))
+}
+
 /// Sizes of a [`ReviewCache`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheLimits {
@@ -307,6 +320,19 @@ mod tests {
             cache.get_or_review(no, || async { Ok(true) }).await,
             Ok(true)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_review_that_never_answers_fails_after_the_timeout_and_is_retried() {
+        let cache = cache(10, Duration::from_secs(10));
+        let key = digest(b"slow");
+        let started = Instant::now();
+        let result = cache
+            .get_or_review(key, || bounded(std::future::pending::<Result<u32, _>>()))
+            .await;
+        assert!(matches!(result, Err(ReviewError::Api(_))), "{result:?}");
+        assert_eq!(started.elapsed(), REVIEW_TIMEOUT);
+        assert_eq!(cache.get_or_review(key, || async { Ok(3) }).await, Ok(3));
     }
 
     #[tokio::test]

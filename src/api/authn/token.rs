@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
-use super::cache::{digest, CacheLimits, ReviewCache, ReviewError};
+use super::cache::{bounded, digest, CacheLimits, ReviewCache, ReviewError};
 use super::AuthenticatedUser;
 
 /// Reviews bearer tokens through the API server.
@@ -41,7 +41,9 @@ impl TokenAuthenticator {
         let client = self.client.clone();
         let token = token.to_owned();
         self.cache
-            .get_or_review(digest(token.as_bytes()), move || review(client, token))
+            .get_or_review(digest(token.as_bytes()), move || {
+                bounded(review(client, token))
+            })
             .await
     }
 

@@ -23,7 +23,7 @@ use kube::api::{Api, PostParams};
 use serde::Serialize;
 
 pub use self::attributes::{NonResourceAttributes, RequestAttributes, ResourceAttributes};
-use super::authn::cache::{digest, CacheLimits, ReviewCache, ReviewError};
+use super::authn::cache::{bounded, digest, CacheLimits, ReviewCache, ReviewError};
 use super::authn::AuthenticatedUser;
 
 /// The group whose members are always allowed.
@@ -152,7 +152,7 @@ impl DelegatedAuthorizer {
         let client = self.client.clone();
         let verdict = self
             .cache
-            .get_or_review(key, move || ask(client, review))
+            .get_or_review(key, move || bounded(ask(client, review)))
             .await
             .inspect_err(|error| {
                 tracing::error!(user = %user.name, error = %error, "Unable to review access.");
