@@ -106,7 +106,7 @@ async fn allowed_and_denied_answers_are_cached_for_their_own_ttls() {
     let authorizer = DelegatedAuthorizer::new(
         client,
         AuthorizationConfig {
-            allowed_ttl: Duration::from_millis(200),
+            allowed_ttl: Duration::from_secs(1),
             denied_ttl: Duration::from_secs(60),
             cache: CacheLimits::default(),
         },
@@ -214,4 +214,31 @@ async fn a_failed_review_is_an_error_and_is_not_cached() {
     api.fail_access_reviews.store(false, Ordering::SeqCst);
     let decision = authorizer.authorize(&dan, &pods_in("ns")).await.unwrap();
     assert_eq!(decision, Decision::Allow);
+}
+
+#[tokio::test]
+async fn a_request_is_reviewed_with_the_attributes_its_method_path_and_query_give() {
+    let (api, client) = FakeApi::start().await;
+    let authorizer = DelegatedAuthorizer::new(client, AuthorizationConfig::default());
+    let parts = auth_support::request(
+        "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods?watch=true",
+        &[],
+    );
+    let decision = authorizer
+        .authorize_parts(&user("pat", &[]), &parts)
+        .await
+        .unwrap();
+    let Decision::Deny { message, .. } = decision else {
+        panic!("pat is not allowed: {decision:?}");
+    };
+    assert!(
+        message.contains("cannot watch resource \"pods\""),
+        "{message}"
+    );
+    let bodies = api.access_review_bodies.lock().unwrap().clone();
+    assert_eq!(bodies[0]["spec"]["resourceAttributes"]["verb"], "watch");
+    assert_eq!(
+        bodies[0]["spec"]["resourceAttributes"]["namespace"],
+        "kube-system"
+    );
 }

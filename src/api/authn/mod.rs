@@ -388,6 +388,16 @@ impl DelegatedAuthenticator {
         }
     }
 
+    /// [`DelegatedAuthenticator::authenticate`] with the chain the server stored in the request's
+    /// extensions (as a [`PeerCertificates`]), if any.
+    pub async fn authenticate_parts(
+        &self,
+        parts: &Parts,
+    ) -> Result<Option<AuthenticatedUser>, AuthnError> {
+        self.authenticate(parts, parts.extensions.get::<PeerCertificates>())
+            .await
+    }
+
     /// The front proxy's identity headers, then the client CA; rejections are collected.
     fn authenticate_certificate(
         &self,

@@ -166,6 +166,16 @@ impl DelegatedAuthorizer {
         })
     }
 
+    /// [`DelegatedAuthorizer::authorize`] for the request as the router holds it.
+    pub async fn authorize_parts(
+        &self,
+        user: &AuthenticatedUser,
+        parts: &http::request::Parts,
+    ) -> Result<Decision, AuthzError> {
+        self.authorize(user, &RequestAttributes::from_parts(parts))
+            .await
+    }
+
     /// How many decisions are cached.
     pub fn cached(&self) -> usize {
         self.cache.len()
