@@ -300,4 +300,23 @@ mod tests {
         let post = RequestAttributes::from_request(&Method::POST, "/apis?x=1");
         assert_eq!(post.verb(), "post");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_gives_attributes_without_panicking(
+            segments in proptest::collection::vec("(apis|api|namespaces|watch|proxy|status|[a-z0-9.%=?&]{0,8})", 0..9),
+            method in proptest::sample::select(vec![Method::GET, Method::POST, Method::DELETE, Method::OPTIONS]),
+        ) {
+            let path = format!("/{}", segments.join("/"));
+            match RequestAttributes::from_request(&method, &path) {
+                RequestAttributes::Resource(r) => {
+                    proptest::prop_assert!(!r.verb.is_empty());
+                    proptest::prop_assert!(path.starts_with("/api"));
+                }
+                RequestAttributes::NonResource(n) => {
+                    proptest::prop_assert_eq!(n.verb, method.as_str().to_ascii_lowercase());
+                }
+            }
+        }
+    }
 }
