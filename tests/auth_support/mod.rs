@@ -343,6 +343,43 @@ impl Ca {
         self.issuer.pem()
     }
 
+    /// A client certificate for `cn` with its key, as a TLS client presents them.
+    pub fn client_identity(
+        &self,
+        cn: &str,
+    ) -> (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        (vec![cert.der().clone()], key.into())
+    }
+
+    /// A serving certificate for `name` with its key.
+    pub fn serving_identity(
+        &self,
+        name: &str,
+    ) -> (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        (vec![cert.der().clone()], key.into())
+    }
+
+    /// The CA's own certificate.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
     /// A client certificate with this CN and organization (if any).
     pub fn client(&self, cn: &str, org: Option<&str>, validity: Validity) -> PeerCertificates {
         let mut params = CertificateParams::default();
