@@ -18,6 +18,13 @@
 //! The TLS layer only collects the chain ([`tls::AcceptAnyClientCert`]).
 //!
 //! This module never authorizes: that is [`super::authz`].
+//!
+//! ## Wiring
+//! The listener builds its `ServerConfig` with [`tls::AcceptAnyClientCert::shared`], and for
+//! each connection stores `peer_certificates()` as a [`PeerCertificates`] in every request's
+//! extensions. The hook calls [`DelegatedAuthenticator::authenticate_parts`] (`Ok(None)` is
+//! anonymous, `Err` is `401`), then [`DelegatedAuthenticator::strip_identity_headers`], then
+//! `authz::DelegatedAuthorizer::authorize_parts` unless the path is always allowed.
 
 pub mod cache;
 pub mod configmap;
