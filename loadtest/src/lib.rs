@@ -2,8 +2,10 @@
 //! `/metrics/resource` over TLS, and a kube-apiserver stand-in that serves the nodes and pods,
 //! reviews tokens and access, and proxies `metrics.k8s.io` like kube-aggregator.
 
+pub mod apiserver;
 pub mod churn;
 pub mod cluster;
+pub mod demo;
 pub mod fleet;
 pub mod kubelet;
 pub mod pki;

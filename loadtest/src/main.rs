@@ -1,4 +1,4 @@
-//! `kubelet-fleet`: runs a simulated cluster (kubelets, and the API stand-in once wired) until
+//! `kubelet-fleet`: runs a simulated cluster (kubelets and the API stand-in) until
 //! SIGINT or SIGTERM, printing a line beginning with `ready` once everything listens.
 
 use std::net::IpAddr;
@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use kubelet_fleet::apiserver;
 use kubelet_fleet::churn::{self, ChurnRates};
 use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
 use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
@@ -34,6 +35,31 @@ enum Command {
     /// Scrape every kubelet of a running fleet over persistent HTTP/2 connections and report the
     /// fleet's CPU and memory.
     ScrapeAll(ScrapeArgs),
+    /// The embedded default: a simulated cluster, the metrics server on it, and a live view of
+    /// what it serves.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 300)]
+    nodes: u64,
+    /// Pods per node.
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: u64,
+    /// Where certificates and kubeconfigs are written (default: a folder in the temp dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The metrics server's --metric-resolution.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    resolution: Duration,
+    /// The metrics server's --secure-port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// How many of the busiest nodes the live view lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +121,12 @@ struct Args {
     /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
     #[arg(long)]
     aggregate_to: Option<String>,
+    /// Address of the API stand-in.
+    #[arg(long, default_value = "127.0.0.1")]
+    api_address: IpAddr,
+    /// Port of the API stand-in (0: any free port; the kubeconfigs name the one chosen).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
 
     /// Fraction of nodes answering slowly (see --slow-delay).
     #[arg(long, default_value_t = 0.0)]
@@ -194,6 +226,22 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::ScrapeAll(scrape)) => scrape_all_command(scrape).await,
+        Some(Command::Demo(demo)) => {
+            if let Err(error) = raise_open_file_limit() {
+                tracing::warn!(%error, "Could not raise the open-file limit.");
+            }
+            kubelet_fleet::demo::run(kubelet_fleet::demo::DemoConfig {
+                nodes: demo.nodes,
+                pods_per_node: demo.pods_per_node,
+                state_dir: demo
+                    .state_dir
+                    .unwrap_or_else(|| std::env::temp_dir().join("metrics-server-demo")),
+                resolution: demo.resolution,
+                server_port: demo.port,
+                top: demo.top,
+            })
+            .await
+        }
         None => run(cli.run).await,
     }
 }
@@ -265,12 +313,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the kubelet fleet")?;
 
     // === API stand-in ===
-    // Wired here once `kubelet_fleet::apiserver` exists:
-    //   let api = kubelet_fleet::apiserver::start(api_config, fleet.cluster()).await?;
-    // with `api_config` taking `state_dir` and `args.aggregate_to`.
-    if let Some(target) = &args.aggregate_to {
-        tracing::info!(%target, "Aggregation target noted for the API stand-in.");
-    }
+    let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
+    api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
+    api_config.aggregate_to = args.aggregate_to.clone();
+    let api = apiserver::start(api_config, fleet.cluster())
+        .await
+        .context("starting the API stand-in")?;
 
     let stop = CancellationToken::new();
     let rates = ChurnRates {
@@ -296,11 +344,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.to_string())
         .unwrap_or_else(|| "per-node".to_owned());
     println!(
-        "ready nodes={} pods={} port={} faulty={} state_dir={} startup_ms={}",
+        "ready nodes={} pods={} port={} faulty={} api={} state_dir={} startup_ms={}",
         fleet.node_count(),
         pods,
         port,
         fleet.faulty_nodes().len(),
+        api.url(),
         state_dir.display(),
         started.elapsed().as_millis()
     );
@@ -318,6 +367,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let totals = fleet.total_counts();
+    api.shutdown().await;
     fleet.shutdown().await;
     eprintln!(
         "stopped connections={} requests={} bodies={}",

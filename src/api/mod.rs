@@ -3,10 +3,15 @@
 //! Reads store snapshots and discovery caches; never writes either, and never waits on a lock or a
 //! channel the scrape side holds.
 
+pub mod auth;
 pub mod authn;
 pub mod authz;
+pub mod discovery_docs;
 pub mod gofmt;
+pub mod health;
 pub mod json;
 pub mod quantity;
 pub mod render;
+pub mod routes;
 pub mod selector;
+pub mod server;

@@ -1,0 +1,336 @@
+//! The HTTPS listener: TLS (rustls), HTTP/2 and HTTP/1.1 negotiated by ALPN, graceful shutdown.
+//!
+//! Owns the serving certificate (given by `--tls-cert-file`/`--tls-private-key-file`, else a
+//! self-signed pair generated once into `--cert-dir` and reused) and the accept loop. A failed
+//! handshake or a broken connection ends that connection only; the loop itself never stops on a bad
+//! peer. Requests go to the [`Router`].
+
+use std::convert::Infallible;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::routes::Router;
+use crate::config::{cipher_suite_support, TlsVersion};
+
+/// A handshake not done by then is dropped, so idle half-open peers cannot pin tasks.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 ping interval; a peer that stops answering is disconnected.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long in-flight requests may take to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (such as running out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The file names of a generated pair inside `--cert-dir`, as upstream names them.
+const GENERATED_CERT: &str = "apiserver.crt";
+const GENERATED_KEY: &str = "apiserver.key";
+
+/// Why the server could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("no PEM certificate in {0}")]
+    NoCertificate(PathBuf),
+    #[error("no usable PEM private key in {path}: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("none of --tls-cipher-suites is supported")]
+    NoCipherSuites,
+}
+
+/// Serving TLS settings, from the flags.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub cert_dir: PathBuf,
+    pub min_version: TlsVersion,
+    /// Go/IANA names; empty = every suite the provider offers.
+    pub cipher_suites: Vec<String>,
+}
+
+/// Builds the rustls server configuration: certificate, versions, suites and ALPN (`h2`, then
+/// `http/1.1`).
+pub fn tls_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ServerError> {
+    let (cert_path, key_path) = match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => ensure_self_signed(&settings.cert_dir)?,
+    };
+    let (certs, key) = load_pair(&cert_path, &key_path)?;
+    let provider = Arc::new(provider(&settings.cipher_suites)?);
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The ring provider restricted to the named TLS 1.2 suites. TLS 1.3 suites are always on, as Go
+/// does not let them be configured either; legacy names rustls lacks are skipped with a warning.
+fn provider(names: &[String]) -> Result<CryptoProvider, ServerError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    for name in names {
+        if cipher_suite_support(name) == Some(false) {
+            tracing::warn!(suite = %name, "Cipher suite is not supported and is skipped.");
+        }
+    }
+    provider.cipher_suites.retain(|suite| {
+        let rustls_name = format!("{:?}", suite.suite());
+        rustls_name.starts_with("TLS13_")
+            || names
+                .iter()
+                .any(|name| *name == rustls_name || format!("{name}_SHA256") == rustls_name)
+    });
+    if !provider
+        .cipher_suites
+        .iter()
+        .any(|s| !format!("{:?}", s.suite()).starts_with("TLS13_"))
+    {
+        tracing::warn!("No TLS 1.2 cipher suite left; only TLS 1.3 clients can connect.");
+    }
+    if provider.cipher_suites.is_empty() {
+        return Err(ServerError::NoCipherSuites);
+    }
+    Ok(provider)
+}
+
+fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ServerError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ServerError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(cert_path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(ServerError::NoCertificate(cert_path.to_owned()));
+    }
+    let key_pem = read(key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::BadKey {
+        path: key_path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((certs, key))
+}
+
+/// Returns the generated pair in `dir`, creating it first if either file is missing.
+pub fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServerError> {
+    let cert_path = dir.join(GENERATED_CERT);
+    let key_path = dir.join(GENERATED_KEY);
+    if cert_path.is_file() && key_path.is_file() {
+        tracing::info!(cert = %cert_path.display(), "Reusing the self-signed serving certificate.");
+        return Ok((cert_path, key_path));
+    }
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(|e| ServerError::Generate(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    write_file(
+        &key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_file(&cert_path, generated.cert.pem().as_bytes(), 0o644)?;
+    tracing::info!(cert = %cert_path.display(), "Generated a self-signed serving certificate.");
+    Ok((cert_path, key_path))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let wrap = |source| ServerError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(wrap)?;
+    file.write_all(contents).map_err(wrap)
+}
+
+/// Accepts connections until `shutdown` turns true (or its sender is dropped), then stops accepting
+/// and lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Arc<Router>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timers make hyper enforce its HTTP/1 header-read timeout (a peer trickling headers is
+    // dropped) and let HTTP/2 keep-alive pings find dead peers.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "Serving metrics.k8s.io over HTTPS.");
+    }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "Accepting a connection failed.");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
+                // Responses are small and latency matters more than packet count.
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = Arc::clone(&router);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed.");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out.");
+                            return;
+                        }
+                    };
+                    let service = service_fn(move |request| {
+                        let router = Arc::clone(&router);
+                        async move { Ok::<_, Infallible>(router.handle(request).await) }
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, %error, "Connection ended with an error.");
+                    }
+                });
+            }
+            changed = shutdown.changed() => {
+                // A dropped sender means the owner is gone: stop as if asked.
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("Stopped accepting connections; draining.");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("All connections closed."),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("Connections still open after the drain timeout."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("metrics-server-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_generated_pair_is_written_once_and_reused() {
+        let dir = temp_dir("certs");
+        let (cert, key) = ensure_self_signed(&dir).unwrap();
+        let first = std::fs::read(&cert).unwrap();
+        let (cert_again, _) = ensure_self_signed(&dir).unwrap();
+        assert_eq!(cert, cert_again);
+        assert_eq!(std::fs::read(&cert_again).unwrap(), first);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key must not be readable by others");
+        let config = tls_config(&TlsSettings {
+            cert_dir: dir.clone(),
+            ..TlsSettings::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_a_typed_error() {
+        let settings = TlsSettings {
+            cert_file: Some(PathBuf::from("/nonexistent/tls.crt")),
+            key_file: Some(PathBuf::from("/nonexistent/tls.key")),
+            ..TlsSettings::default()
+        };
+        assert!(matches!(
+            tls_config(&settings),
+            Err(ServerError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn cipher_suites_restrict_tls12_and_keep_tls13() {
+        let provider = provider(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned(),
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".to_owned(),
+            "TLS_RSA_WITH_AES_128_GCM_SHA256".to_owned(),
+        ])
+        .unwrap();
+        let names: Vec<String> = provider
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert!(names.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_owned()));
+        assert!(names.contains(&"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_owned()));
+        assert!(!names.contains(&"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_owned()));
+        assert!(names.iter().any(|n| n.starts_with("TLS13_")));
+    }
+}
