@@ -4,6 +4,8 @@
 //! channel the scrape side holds.
 
 pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod discovery_docs;
 pub mod gofmt;
 pub mod health;
