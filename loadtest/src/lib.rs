@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod churn;
 pub mod cluster;
+pub mod demo;
 pub mod fleet;
 pub mod harness;
 pub mod kubelet;

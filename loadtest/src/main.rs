@@ -35,6 +35,31 @@ enum Command {
     /// Scrape every kubelet of a running fleet over persistent HTTP/2 connections and report the
     /// fleet's CPU and memory.
     ScrapeAll(ScrapeArgs),
+    /// The embedded default: a simulated cluster, the metrics server on it, and a live view of
+    /// what it serves.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 300)]
+    nodes: u64,
+    /// Pods per node.
+    #[arg(long, default_value_t = 30)]
+    pods_per_node: u64,
+    /// Where certificates and kubeconfigs are written (default: a folder in the temp dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The metrics server's --metric-resolution.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    resolution: Duration,
+    /// The metrics server's --secure-port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// How many of the busiest nodes the live view lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -201,6 +226,22 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::ScrapeAll(scrape)) => scrape_all_command(scrape).await,
+        Some(Command::Demo(demo)) => {
+            if let Err(error) = raise_open_file_limit() {
+                tracing::warn!(%error, "Could not raise the open-file limit.");
+            }
+            kubelet_fleet::demo::run(kubelet_fleet::demo::DemoConfig {
+                nodes: demo.nodes,
+                pods_per_node: demo.pods_per_node,
+                state_dir: demo
+                    .state_dir
+                    .unwrap_or_else(|| std::env::temp_dir().join("metrics-server-demo")),
+                resolution: demo.resolution,
+                server_port: demo.port,
+                top: demo.top,
+            })
+            .await
+        }
         None => run(cli.run).await,
     }
 }

@@ -4,12 +4,18 @@
 //! channel the scrape side holds.
 
 pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod discovery_docs;
 pub mod gofmt;
 pub mod health;
 pub mod json;
+pub mod negotiate;
+pub mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod render;
 pub mod routes;
 pub mod selector;
 pub mod server;
+pub mod table;

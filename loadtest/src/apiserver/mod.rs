@@ -22,7 +22,7 @@
 //! and `table` the kubectl Table form,
 //! `tls` holds the CAs and rustls configurations, `files` writes kubeconfigs.
 
-mod auth;
+pub mod auth;
 mod body;
 mod files;
 mod objects;

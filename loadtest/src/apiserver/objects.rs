@@ -117,7 +117,9 @@ pub(crate) fn push_node(out: &mut String, node: &Node, resources: &NodeResources
         c = created,
         ip = node.ip
     );
-    push_json_str(out, &node.name);
+    // The Hostname address is the node's IP: simulated node names resolve nowhere, and a metrics
+    // server on its default address preference (Hostname first) must still reach the kubelet.
+    push_json_str(out, &node.ip.to_string());
     let _ = write!(
         out,
         concat!(
@@ -225,7 +227,8 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["zone"], "a");
         assert_eq!(v["status"]["addresses"][0]["type"], "InternalIP");
         assert_eq!(v["status"]["addresses"][0]["address"], "127.0.0.9");
-        assert_eq!(v["status"]["addresses"][1]["address"], "node-\"1\"");
+        assert_eq!(v["status"]["addresses"][1]["type"], "Hostname");
+        assert_eq!(v["status"]["addresses"][1]["address"], "127.0.0.9");
         assert_eq!(
             v["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
             10250
