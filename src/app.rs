@@ -15,6 +15,8 @@ use secrecy::ExposeSecret as _;
 use tokio::sync::{oneshot, watch};
 
 use crate::api::auth::{AlwaysAllowPaths, Auth, Authenticator, Authorizer};
+use crate::api::authn::{self, AuthenticationConfig, AuthnError};
+use crate::api::authz::{AuthorizationConfig, DelegatedAuthorizer};
 use crate::api::health::HealthConfig;
 use crate::api::routes::{self, Router};
 use crate::api::selector::{LabelSelector, SelectorError};
@@ -40,6 +42,8 @@ pub enum AppError {
     Scrape(#[from] ScrapeError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Authentication(#[from] AuthnError),
     #[error("listening on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -133,7 +137,7 @@ async fn run_in_system(
         Arc::new(discovery.clone()),
         Arc::clone(&telemetry),
         node_selector,
-        auth(&config),
+        auth(&config).await?,
         HealthConfig {
             resolution: config.metric_resolution,
             startup_grace: config.kubelet_request_timeout + config.metric_resolution,
@@ -181,21 +185,44 @@ async fn run_in_system(
     outcome
 }
 
-/// The authentication/authorization hook. Delegated authentication is not wired yet; the flags are
-/// accepted so existing Deployments start, and their being ignored is logged.
-fn auth(config: &Config) -> Auth {
-    let delegated_flags = config.client_ca_file.is_some()
-        || config.requestheader_client_ca_file.is_some()
-        || config.authentication_kubeconfig().is_some()
-        || config.authorization_kubeconfig().is_some();
-    tracing::warn!(
-        delegated_flags,
-        "Delegated authentication and authorization are not enforced yet; every request is allowed."
+/// The authentication/authorization hook: delegated authentication (`TokenReview`, client and
+/// front-proxy certificates) and authorization (`SubjectAccessReview`) through the clients of
+/// `--authentication-kubeconfig` and `--authorization-kubeconfig` (each `--kubeconfig` when unset,
+/// in-cluster configuration when neither is).
+async fn auth(config: &Config) -> Result<Auth, AppError> {
+    let authn_client =
+        discovery::client_for(discovery::load_config(config.authentication_kubeconfig()).await?)?;
+    let authz_client =
+        discovery::client_for(discovery::load_config(config.authorization_kubeconfig()).await?)?;
+    let authenticator = authn::start(authn_client, authentication_config(config)).await?;
+    let authorizer = DelegatedAuthorizer::new(
+        authz_client,
+        AuthorizationConfig {
+            allowed_ttl: config.authorization_webhook_cache_authorized_ttl,
+            denied_ttl: config.authorization_webhook_cache_unauthorized_ttl,
+            ..AuthorizationConfig::default()
+        },
     );
-    Auth {
-        authenticator: Authenticator::Anonymous,
-        authorizer: Authorizer::AlwaysAllow,
+    Ok(Auth {
+        authenticator: Authenticator::Delegated(Arc::new(authenticator)),
+        authorizer: Authorizer::Delegated(Arc::new(authorizer)),
         always_allow: AlwaysAllowPaths::new(&config.authorization_always_allow_paths),
+    })
+}
+
+/// The authentication flags, as [`authn::start`] takes them.
+fn authentication_config(config: &Config) -> AuthenticationConfig {
+    AuthenticationConfig {
+        client_ca_file: config.client_ca_file.clone(),
+        requestheader_client_ca_file: config.requestheader_client_ca_file.clone(),
+        requestheader_allowed_names: config.requestheader_allowed_names.clone(),
+        requestheader_username_headers: config.requestheader_username_headers.clone(),
+        requestheader_group_headers: config.requestheader_group_headers.clone(),
+        requestheader_extra_headers_prefix: config.requestheader_extra_headers_prefix.clone(),
+        skip_lookup: config.authentication_skip_lookup,
+        tolerate_lookup_failure: config.authentication_tolerate_lookup_failure,
+        token_cache_ttl: config.authentication_token_webhook_cache_ttl,
+        ..AuthenticationConfig::default()
     }
 }
 

@@ -23,7 +23,7 @@ use kubelet_fleet::kubelet::fault::Fault;
 use kubelet_fleet::kubelet::sim::Point;
 use kubelet_fleet::kubelet::{ServedHistory, ServedSample};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -140,10 +140,16 @@ struct ApiClient {
 
 impl ApiClient {
     async fn get(&self, path: &str) -> (u16, String) {
-        let request = http::Request::get(path)
-            .header("host", "localhost")
-            .body(Empty::new())
-            .expect("request");
+        self.get_with(path, &[]).await
+    }
+
+    /// A GET with extra request headers.
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut request = http::Request::get(path).header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::new()).expect("request");
         let mut sender = self.sender.clone();
         let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
             .await
@@ -168,6 +174,8 @@ struct Env {
     fleet: FleetHandle,
     dir: ScratchDir,
     deadline: Instant,
+    /// The server's HTTPS port.
+    port: u16,
 }
 
 /// A port that was free a moment ago.
@@ -197,7 +205,19 @@ impl Env {
             .await
             .expect("the API stand-in starts");
         let mut server = ServerProcess::spawn(&dir.0, port, extra);
-        let client = connect(&mut server, &dir.0, port, deadline).await;
+        // The server authenticates and authorizes every request: read as a `system:masters`
+        // member, whom it allows without a review.
+        let admin = api
+            .issue_client_cert(apiserver::ADMIN_USER, &[apiserver::MASTERS_GROUP])
+            .expect("issue the admin certificate");
+        let client = connect(
+            &mut server,
+            &dir.0,
+            port,
+            deadline,
+            Some((&admin.cert_pem, &admin.key_pem)),
+        )
+        .await;
         Env {
             server,
             client,
@@ -205,6 +225,7 @@ impl Env {
             fleet,
             dir,
             deadline,
+            port,
         }
     }
 
@@ -384,12 +405,14 @@ impl Env {
     }
 }
 
-/// Waits for the server to listen and present its certificate, then opens one HTTP/2 connection.
+/// Waits for the server to listen and present its certificate, then opens one HTTP/2 connection,
+/// presenting `client_cert` (certificate and key PEM) if given.
 async fn connect(
     server: &mut ServerProcess,
     dir: &Path,
     port: u16,
     deadline: Instant,
+    client_cert: Option<(&str, &str)>,
 ) -> ApiClient {
     let cert_file = dir.join("certs").join("apiserver.crt");
     // The server writes its certificate before it binds, so a successful connect means the file
@@ -415,13 +438,23 @@ async fn connect(
     for cert in CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("certificate PEM")).expect("trust it");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let mut config = match client_cert {
+        Some((cert_pem, key_pem)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client certificate PEM"),
+                PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("client key PEM"),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tls = tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -1069,6 +1102,68 @@ async fn kubectl_top_through_the_aggregation_proxy_lists_every_node_and_pod() {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_top_is_refused_for_a_user_the_cluster_does_not_allow_to_read_metrics() {
+    let Some(kubectl_binary) = find_kubectl() else {
+        eprintln!("skipped: no kubectl (set KUBECTL to one)");
+        return;
+    };
+    let env = Env::start("kubectl-denied", 18, &[]).await;
+    let allowed = env.api.files().kubeconfig.clone();
+    let denied = env.api.files().denied_kubeconfig.clone();
+    let cache = env.dir.0.join("kube-cache");
+    let names = env.node_names();
+
+    // The allowed user gets every node once the first scrapes are in.
+    loop {
+        let output = kubectl(&kubectl_binary, &allowed, &cache, &["top", "nodes"]).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() && names.iter().all(|n| stdout.contains(n)) {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        env.check_deadline(|| format!("kubectl top nodes as the reader: {stdout}{stderr}"));
+        tokio::time::sleep(POLL).await;
+    }
+
+    // The stand-in forwards metrics requests of any authenticated user; the refusal is the
+    // server's own, after its SubjectAccessReview.
+    let output = kubectl(&kubectl_binary, &denied, &cache, &["top", "nodes"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "denied user was served: {stdout}");
+    assert!(
+        stderr.contains("Forbidden") && stderr.contains(apiserver::DENIED_USER),
+        "expected a Forbidden naming {}: {stderr}",
+        apiserver::DENIED_USER
+    );
+    for name in &names {
+        assert!(!stdout.contains(name), "denied user saw node {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_identity_headers_without_a_front_proxy_certificate_are_not_trusted() {
+    let mut env = Env::start("forged-headers", 19, &[]).await;
+    // Wait until the server serves metrics to the admin, so a refusal below is not a startup race.
+    env.wait_all_listed().await;
+
+    // A second connection, straight to the server and without a client certificate.
+    let direct = connect(&mut env.server, &env.dir.0, env.port, env.deadline, None).await;
+    let forged = [
+        ("X-Remote-User", "system:admin"),
+        ("X-Remote-Group", "system:masters"),
+    ];
+    let (status, body) = direct.get_with(NODES_PATH, &forged).await;
+    assert_eq!(status, 403, "forged headers were trusted: {body}");
+    assert!(
+        body.contains("system:anonymous") && !body.contains("system:admin"),
+        "expected the refusal to name the anonymous user: {body}"
+    );
+    let (status, body) = direct.get_with("/livez", &forged).await;
+    assert_eq!(status, 200, "/livez: {body}");
 }
 
 /// `KUBECTL`, else [`DEFAULT_KUBECTL`], else `kubectl` on `PATH`, whichever exists first.

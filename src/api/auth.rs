@@ -1,30 +1,66 @@
 //! The authentication and authorization hook every API request passes through.
 //!
-//! This is the slot delegated authentication and authorization plug into (front-proxy request
-//! headers verified against the request-header CA, client certificates, `TokenReview`,
-//! `SubjectAccessReview`). Until they arrive, [`Authenticator::Anonymous`] and
-//! [`Authorizer::AlwaysAllow`] let every request through; the routing code already calls both on
-//! every request and already turns their refusals into `401`/`403` `Status` responses, so adding a
-//! delegated variant changes no handler. Paths in `--authorization-always-allow-paths` (the health
-//! endpoints by default) skip authorization, as upstream does.
+//! The server runs with [`Authenticator::Delegated`] (front-proxy request headers verified against
+//! the request-header CA, client certificates, `TokenReview`; see [`super::authn`]) and
+//! [`Authorizer::Delegated`] (`SubjectAccessReview`; see [`super::authz`]).
+//! [`Authenticator::Anonymous`], [`Authorizer::AlwaysAllow`] and [`Authorizer::AllowPaths`] serve
+//! tests and embeddings without a cluster. The router calls [`Auth::check`] on every request and
+//! turns its refusals into `401`/`403`/`500` `Status` responses. Paths in
+//! `--authorization-always-allow-paths` (the health endpoints by default) skip authorization, as
+//! upstream does.
+//!
+//! Identity headers (`X-Remote-User` and friends) are never read here: only the delegated
+//! authenticator reads them, and only after the TLS peer's chain verified against the
+//! request-header CA. They are not stripped either, because no handler reads request headers
+//! after [`Auth::check`]; a handler that starts to must strip them first. A request that fails authorization review (the API server unreachable, say)
+//! is answered `500 InternalError`, as upstream does, rather than `403`: the request may well be
+//! allowed, and a `403` would tell the client otherwise.
 //!
 //! The hook must not wait on anything the scrape side holds.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use http::request::Parts;
+
+use super::authn::{AuthenticatedUser, DelegatedAuthenticator};
+use super::authz::{Decision, DelegatedAuthorizer};
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub groups: Vec<String>,
+    /// Empty unless a `TokenReview` gave one.
+    pub uid: String,
+    /// Extra attributes, passed on to `SubjectAccessReview`.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Identity {
     /// The identity of a request that presented no credentials, as Kubernetes names it.
     pub fn anonymous() -> Self {
+        Identity::from(AuthenticatedUser::anonymous())
+    }
+
+    /// The user as the authorizer reviews it.
+    fn to_user(&self) -> AuthenticatedUser {
+        AuthenticatedUser {
+            name: self.user.clone(),
+            uid: self.uid.clone(),
+            groups: self.groups.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl From<AuthenticatedUser> for Identity {
+    fn from(user: AuthenticatedUser) -> Self {
         Identity {
-            user: "system:anonymous".to_owned(),
-            groups: vec!["system:unauthenticated".to_owned()],
+            user: user.name,
+            groups: user.groups,
+            uid: user.uid,
+            extra: user.extra,
         }
     }
 }
@@ -38,6 +74,9 @@ pub enum AuthError {
     /// The identity may not do this: `403 Forbidden`.
     #[error("{0}")]
     Forbidden(String),
+    /// No decision could be made (the authorization review failed): `500 InternalError`.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Establishes who made a request.
@@ -46,12 +85,29 @@ pub enum Authenticator {
     /// Every request is `system:anonymous`. The placeholder until delegated authentication lands.
     #[default]
     Anonymous,
+    /// Front-proxy headers, client certificates and bearer tokens, as [`super::authn`] checks
+    /// them; a request without credentials is `system:anonymous`.
+    Delegated(Arc<DelegatedAuthenticator>),
 }
 
 impl Authenticator {
-    pub async fn authenticate(&self, _request: &Parts) -> Result<Identity, AuthError> {
+    pub async fn authenticate(&self, request: &Parts) -> Result<Identity, AuthError> {
         match self {
             Authenticator::Anonymous => Ok(Identity::anonymous()),
+            Authenticator::Delegated(authenticator) => {
+                match authenticator.authenticate_parts(request).await {
+                    Ok(Some(user)) => Ok(Identity::from(user)),
+                    Ok(None) => Ok(Identity::anonymous()),
+                    Err(error) => {
+                        tracing::debug!(
+                            path = %request.uri.path(),
+                            %error,
+                            "Authentication failed."
+                        );
+                        Err(AuthError::Unauthenticated)
+                    }
+                }
+            }
         }
     }
 }
@@ -65,6 +121,9 @@ pub enum Authorizer {
     /// Allows only the listed paths (`--authorization-always-allow-paths`) and denies the rest;
     /// used where nothing else may be exposed.
     AllowPaths(AlwaysAllowPaths),
+    /// Asks the API server through `SubjectAccessReview` (members of `system:masters` are allowed
+    /// without asking, as Kubernetes does).
+    Delegated(Arc<DelegatedAuthorizer>),
 }
 
 impl Authorizer {
@@ -78,6 +137,18 @@ impl Authorizer {
                 request.method.as_str().to_ascii_lowercase(),
                 request.uri.path()
             ))),
+            Authorizer::Delegated(authorizer) => {
+                match authorizer
+                    .authorize_parts(&identity.to_user(), request)
+                    .await
+                {
+                    Ok(Decision::Allow) => Ok(()),
+                    Ok(Decision::Deny { message, .. }) => Err(AuthError::Forbidden(message)),
+                    Err(error) => Err(AuthError::Internal(format!(
+                        "Internal error occurred: {error}"
+                    ))),
+                }
+            }
         }
     }
 }
@@ -159,6 +230,23 @@ mod tests {
         assert!(block_on(auth.check(&parts("/version"))).is_ok());
         let denied = block_on(auth.check(&parts("/apis/metrics.k8s.io/v1beta1/pods")));
         assert!(matches!(denied, Err(AuthError::Forbidden(m)) if m.contains("system:anonymous")));
+    }
+
+    #[test]
+    fn an_authenticated_user_keeps_uid_and_extra_for_the_review() {
+        let mut extra = BTreeMap::new();
+        extra.insert("scopes".to_owned(), vec!["read".to_owned()]);
+        let user = AuthenticatedUser {
+            name: "jane".to_owned(),
+            uid: "42".to_owned(),
+            groups: vec!["readers".to_owned(), "system:authenticated".to_owned()],
+            extra,
+        };
+        let identity = Identity::from(user.clone());
+        assert_eq!(identity.user, "jane");
+        assert_eq!(identity.to_user(), user);
+        assert_eq!(Identity::anonymous().user, "system:anonymous");
+        assert_eq!(Identity::anonymous().groups, ["system:unauthenticated"]);
     }
 
     #[test]

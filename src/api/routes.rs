@@ -138,6 +138,7 @@ impl Router {
             let (code, reason) = match refused {
                 AuthError::Unauthenticated => (401, "Unauthorized"),
                 AuthError::Forbidden(_) => (403, "Forbidden"),
+                AuthError::Internal(_) => (500, "InternalError"),
             };
             tracing::debug!(path = %parts.uri.path(), error = %refused, "Request refused.");
             return status(code, reason, &refused.to_string());

@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::authn::tls::AcceptAnyClientCert;
+use crate::api::authn::PeerCertificates;
 use crate::api::routes::Router;
 use crate::config::{cipher_suite_support, TlsVersion};
 
@@ -84,7 +86,9 @@ pub fn tls_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ServerErr
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
-        .with_no_client_auth()
+        // Any chain is accepted at the handshake and kept; authentication checks it per request
+        // against the CAs current at that moment.
+        .with_client_cert_verifier(AcceptAnyClientCert::shared())
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -242,8 +246,18 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let service = service_fn(move |request| {
+                    let peer_certificates = PeerCertificates(
+                        tls.get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(<[_]>::to_vec)
+                            .unwrap_or_default(),
+                    );
+                    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                         let router = Arc::clone(&router);
+                        // Always inserted (empty without a chain), so nothing the client sends can
+                        // stand in for it.
+                        request.extensions_mut().insert(peer_certificates.clone());
                         async move { Ok::<_, Infallible>(router.handle(request).await) }
                     });
                     let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
