@@ -762,10 +762,12 @@ mod tests {
                 began,
                 stop.clone(),
             ));
-            // Stop once the kubelet has answered a few requests of this stream.
+            // Stop once the kubelet has answered a few requests of this stream. The kubelet counts
+            // a body when it sends it; with two closed-loop workers, at most two of those are
+            // still being read by the client, so 12 sent bodies mean at least 10 completed.
             let before = fleet.total_counts().bodies;
             let deadline = Instant::now() + Duration::from_secs(20);
-            while fleet.total_counts().bodies < before + 10 && Instant::now() < deadline {
+            while fleet.total_counts().bodies < before + 12 && Instant::now() < deadline {
                 tokio::task::yield_now().await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
