@@ -7,12 +7,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
+
+use metrics_server::scrape::tls::NoVerification;
 
 use crate::pki::{Authority, LeafSpec, PemPair, PkiError};
 
@@ -116,60 +117,10 @@ pub(crate) fn backend_client_config(
         Some(pem) => builder.with_root_certificates(roots(pem)?),
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipServerVerification(provider()))),
+            .with_custom_certificate_verifier(Arc::new(NoVerification::new(provider()))),
     };
     Ok(builder.with_client_auth_cert(
         certs(&pki.front_proxy_client.cert_pem)?,
         PrivateKeyDer::from_pem_slice(pki.front_proxy_client.key_pem.as_bytes())?,
     )?)
-}
-
-/// Accepts any server certificate but still checks handshake signatures, so the session is at
-/// least bound to the key the backend presented.
-#[derive(Debug)]
-struct SkipServerVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SkipServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
