@@ -125,6 +125,45 @@ pub fn accepts_protobuf(accept: &str) -> bool {
     matches!(negotiate(Some(accept)), Ok(Format::Protobuf))
 }
 
+/// The format an error `Status` is written in for this `Accept` header. Upstream negotiates an
+/// error without conversions: a `Table` clause is skipped, the first clause naming JSON or
+/// protobuf wins, and when none does the `Status` is written as JSON anyway.
+pub fn negotiate_status(accept: Option<&str>) -> Format {
+    let Some(header) = accept.filter(|h| !h.trim_matches(is_ows).is_empty()) else {
+        return Format::Json;
+    };
+    for clause in parse(header) {
+        if clause.params.converts() {
+            continue;
+        }
+        for serializer in [Serializer::Json, Serializer::Protobuf] {
+            if !serializer.matches(&clause) {
+                continue;
+            }
+            if let Some(format) = serializer.accept(&clause) {
+                return format;
+            }
+        }
+    }
+    Format::Json
+}
+
+/// Whether an `Accept` header on an OpenAPI document path admits the JSON document, the only
+/// encoding of those documents served here. As kube-openapi's handlers do, a missing header
+/// means `*/*`, a clause matches on type and subtype (each possibly `*`) and its parameters and
+/// quality are not looked at. Upstream also serves the documents as gnostic protobuf
+/// (`application/com.github.proto-openapi.spec.v2.v1.0+protobuf` and the v3 equivalents); a
+/// header naming only those is answered `406` here.
+pub fn accepts_json_document(accept: Option<&str>) -> bool {
+    let Some(header) = accept.filter(|h| !h.trim_matches(is_ows).is_empty()) else {
+        return true;
+    };
+    parse(header).iter().any(|clause| {
+        (clause.kind == "*" || clause.kind.eq_ignore_ascii_case("application"))
+            && (clause.subtype == "*" || clause.subtype.eq_ignore_ascii_case("json"))
+    })
+}
+
 // === parsing ===
 
 /// One media range of an `Accept` header, borrowing from it.
@@ -444,6 +483,42 @@ mod tests {
             "application/json"
         );
         assert_eq!(Format::Protobuf.content_type(), PROTOBUF_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn errors_skip_table_clauses_and_fall_back_to_json() {
+        assert_eq!(negotiate_status(None), Format::Json);
+        assert_eq!(negotiate_status(Some(KUBECTL_GET)), Format::Json);
+        assert_eq!(
+            negotiate_status(Some("application/vnd.kubernetes.protobuf, */*")),
+            Format::Protobuf
+        );
+        let header =
+            "application/json;as=Table;v=v1;g=meta.k8s.io, application/vnd.kubernetes.protobuf";
+        assert_eq!(negotiate_status(Some(header)), Format::Protobuf);
+        assert_eq!(negotiate_status(Some("text/html")), Format::Json);
+    }
+
+    #[test]
+    fn openapi_documents_are_json_for_any_header_that_admits_json() {
+        for header in [
+            None,
+            Some(""),
+            Some("application/json"),
+            Some("*/*"),
+            Some("application/*"),
+            Some("application/com.github.proto-openapi.spec.v2@v1.0+protobuf, application/json"),
+        ] {
+            assert!(accepts_json_document(header), "{header:?}");
+        }
+        for header in [
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            "application/com.github.proto-openapi.spec.v3.v1.0+protobuf",
+            "text/html",
+            "garbage",
+        ] {
+            assert!(!accepts_json_document(Some(header)), "{header}");
+        }
     }
 
     proptest::proptest! {

@@ -55,10 +55,36 @@ pub fn v3_index() -> &'static [u8] {
 /// basis of its `ETag`.
 pub fn v3_group_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let digest = ring::digest::digest(&ring::digest::SHA512, v3_group());
-        digest.as_ref().iter().map(|b| format!("{b:02X}")).collect()
+    HASH.get_or_init(|| sha512_hex(v3_group()))
+}
+
+/// The upper-case hex SHA-512 of [`v2`], its `ETag` as kube-openapi computes it.
+pub fn v2_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| sha512_hex(v2()))
+}
+
+/// The upper-case hex SHA-512 of [`v3_index`], its `ETag`.
+pub fn v3_index_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| sha512_hex(v3_index()))
+}
+
+/// When the documents were first asked for, unix seconds: their `Last-Modified`. They never
+/// change while the process runs, so the first use is when they came to be.
+pub fn built_at() -> i64 {
+    static AT: OnceLock<i64> = OnceLock::new();
+    *AT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
     })
+}
+
+fn sha512_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA512, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// Serialises a document. A `Value` holds only strings, numbers, booleans, arrays and

@@ -27,6 +27,7 @@
 //! field), so encoding is a single pass over the items and allocates nothing but output growth.
 
 use crate::api::quantity::{write_cpu, write_memory};
+use crate::api::render::StatusDetails;
 use crate::model::{ContainerMetrics, Labels, NodeMetrics, PodMetrics, UnixNanos, Usage};
 
 pub use crate::api::negotiate::accepts_protobuf;
@@ -40,6 +41,35 @@ const NANOS_PER_SECOND: i64 = 1_000_000_000;
 /// Wire types used here.
 const VARINT: u8 = 0;
 const LEN: u8 = 2;
+
+/// Writes a failure `Status` body (`apiVersion: v1`), what upstream sends a client that accepts
+/// protobuf when a request fails: `metadata` (1, an empty `ListMeta`), `status` (2, `Failure`),
+/// `message` (3), `reason` (4), `details` (5, only when given: `name` 1, `group` 2, `kind` 3,
+/// `retryAfterSeconds` 5 and `uid` 6, with no `causes`) and `code` (6).
+pub fn status(
+    out: &mut Vec<u8>,
+    code: u16,
+    reason: &str,
+    text: &str,
+    details: Option<StatusDetails<'_>>,
+) {
+    envelope_of(out, "v1", "Status", |out| {
+        list_meta(out);
+        string(out, 2, "Failure");
+        string(out, 3, text);
+        string(out, 4, reason);
+        if let Some(details) = details {
+            message(out, 5, |out| {
+                string(out, 1, details.name);
+                string(out, 2, details.group);
+                string(out, 3, details.kind);
+                varint_field(out, 5, 0);
+                string(out, 6, "");
+            });
+        }
+        varint_field(out, 6, u64::from(code));
+    });
+}
 
 /// Writes one `NodeMetrics` body. `now` is the object's `creationTimestamp`.
 pub fn node_metrics(out: &mut Vec<u8>, metrics: &NodeMetrics, labels: &Labels, now: UnixNanos) {
@@ -85,9 +115,13 @@ pub fn pod_metrics_list<'a>(
 
 /// Magic, then `runtime.Unknown` with the object's message as `raw`.
 fn envelope(out: &mut Vec<u8>, kind: &str, raw: impl FnOnce(&mut Vec<u8>)) {
+    envelope_of(out, API_VERSION, kind, raw);
+}
+
+fn envelope_of(out: &mut Vec<u8>, api_version: &str, kind: &str, raw: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(MAGIC);
     message(out, 1, |out| {
-        string(out, 1, API_VERSION);
+        string(out, 1, api_version);
         string(out, 2, kind);
     });
     message(out, 2, raw);
@@ -372,6 +406,39 @@ mod tests {
         expected.extend([0xff; 9]);
         expected.push(0x01);
         expected.extend([0x10, 0x00]);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_not_found_status_matches_a_hand_assembled_fixture() {
+        let mut out = Vec::new();
+        let details = StatusDetails {
+            name: "n",
+            group: "g",
+            kind: "k",
+        };
+        status(&mut out, 404, "NotFound", "m", Some(details));
+        let mut expected = b"k8s\0".to_vec();
+        // typeMeta {apiVersion "v1", kind "Status"}
+        expected.extend([0x0a, 0x0c, 0x0a, 0x02, b'v', b'1', 0x12, 0x06]);
+        expected.extend_from_slice(b"Status");
+        let raw: Vec<u8> = [
+            &[0x0a, 0x06, 0x0a, 0x00, 0x12, 0x00, 0x1a, 0x00][..],
+            &[0x12, 0x07],
+            b"Failure",
+            &[0x1a, 0x01, b'm', 0x22, 0x08],
+            b"NotFound",
+            &[
+                0x2a, 0x0d, 0x0a, 0x01, b'n', 0x12, 0x01, b'g', 0x1a, 0x01, b'k', 0x28, 0x00, 0x32,
+                0x00,
+            ],
+            &[0x30, 0x94, 0x03],
+        ]
+        .concat();
+        expected.push(0x12);
+        expected.push(raw.len() as u8);
+        expected.extend(raw);
+        expected.extend([0x1a, 0x00, 0x22, 0x00]);
         assert_eq!(out, expected);
     }
 

@@ -10,17 +10,25 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, EXPIRES, IF_NONE_MATCH,
+    LAST_MODIFIED, LOCATION, VARY,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::api::auth::{Auth, AuthError};
 use crate::api::discovery_docs;
+use crate::api::gofmt::CivilTime;
 use crate::api::health::{self, Endpoint, HealthConfig, HealthInputs};
-use crate::api::render;
+use crate::api::negotiate::{self, Format, TableVersion};
+use crate::api::openapi;
+use crate::api::protobuf;
+use crate::api::render::{self, StatusDetails};
 use crate::api::selector::{FieldSelector, LabelSelector, SelectorError};
+use crate::api::table::{self, IncludeObject};
 use crate::discovery::{ClusterView, DiscoveryHandle};
-use crate::model::{Labels, UnixNanos};
+use crate::model::{Labels, NodeMetrics, PodMetrics, UnixNanos};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::Telemetry;
 
@@ -85,6 +93,51 @@ pub struct Router {
     shutting_down: Arc<AtomicBool>,
 }
 
+/// The request headers the handlers read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestHeaders<'a> {
+    /// `Accept`, if sent: picks JSON, a `Table` or protobuf.
+    pub accept: Option<&'a str>,
+    /// `If-None-Match`, if sent: the OpenAPI documents answer `304` when it names their `ETag`.
+    pub if_none_match: Option<&'a str>,
+}
+
+/// How a metrics response body is encoded, once negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Table(TableVersion, IncludeObject),
+    Protobuf,
+}
+
+/// A metrics request's negotiated encoding, and the `Accept` header its errors are negotiated
+/// from (only when one happens: most requests never pay for it).
+#[derive(Clone, Copy, Debug)]
+struct Negotiated<'a> {
+    encoding: Encoding,
+    accept: Option<&'a str>,
+}
+
+impl Negotiated<'_> {
+    /// The success response carrying `body`.
+    fn ok(self, body: Vec<u8>) -> Response<Body> {
+        let content_type = match self.encoding {
+            Encoding::Json | Encoding::Table(..) => JSON,
+            Encoding::Protobuf => negotiate::PROTOBUF_MEDIA_TYPE,
+        };
+        response(200, content_type, body.into())
+    }
+
+    fn status(self, code: u16, reason: &str, message: &str) -> Response<Body> {
+        status_for(self.accept, code, reason, message, None)
+    }
+
+    /// The `404` for a missing object, as upstream words it.
+    fn not_found(self, group: &str, resource: &str, name: &str) -> Response<Body> {
+        not_found_for(self.accept, group, resource, name)
+    }
+}
+
 /// A recognised metrics path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -94,10 +147,29 @@ enum Route<'a> {
     Version,
     Metrics,
     Health(Endpoint, Option<&'a str>),
+    OpenApiV2,
+    OpenApiV3,
+    OpenApiV3Group,
     Nodes,
     Node(String),
     Pods(Option<String>),
     Pod(String, String),
+}
+
+impl Route<'_> {
+    /// Whether `HEAD` is answered like `GET` without a body. Upstream serves these paths with
+    /// plain Go handlers, which answer `HEAD`; its REST routes (metrics, discovery, version)
+    /// answer `405`.
+    fn serves_head(&self) -> bool {
+        matches!(
+            self,
+            Route::Metrics
+                | Route::Health(..)
+                | Route::OpenApiV2
+                | Route::OpenApiV3
+                | Route::OpenApiV3Group
+        )
+    }
 }
 
 /// Why a request could not be routed.
@@ -134,6 +206,11 @@ impl Router {
     /// Serves one request: authentication and authorization, then the route.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
         let (parts, _body) = request.into_parts();
+        let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let headers = RequestHeaders {
+            accept: header(&ACCEPT),
+            if_none_match: header(&IF_NONE_MATCH),
+        };
         if let Err(refused) = self.auth.check(&parts).await {
             let (code, reason) = match refused {
                 AuthError::Unauthenticated => (401, "Unauthorized"),
@@ -141,17 +218,19 @@ impl Router {
                 AuthError::Internal(_) => (500, "InternalError"),
             };
             tracing::debug!(path = %parts.uri.path(), error = %refused, "Request refused.");
-            return status(code, reason, &refused.to_string());
+            return status_for(headers.accept, code, reason, &refused.to_string(), None);
         }
-        self.respond(
+        self.respond_to(
             &parts.method,
             parts.uri.path(),
             parts.uri.query().unwrap_or(""),
+            headers,
             now(),
         )
     }
 
-    /// Routes an authorized request. `now` is the request time, unix nanoseconds.
+    /// Routes an authorized request without request headers (JSON, no conditions). `now` is the
+    /// request time, unix nanoseconds.
     pub fn respond(
         &self,
         method: &Method,
@@ -159,41 +238,127 @@ impl Router {
         query: &str,
         now: UnixNanos,
     ) -> Response<Body> {
+        self.respond_to(method, path, query, RequestHeaders::default(), now)
+    }
+
+    /// Routes an authorized request: the path, then the method, then (for the metrics
+    /// resources) the `Accept` header, before any work is done, in upstream's order.
+    pub fn respond_to(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: RequestHeaders<'_>,
+        now: UnixNanos,
+    ) -> Response<Body> {
+        let accept = headers.accept;
         let route = match route(path) {
             Ok(route) => route,
             Err(RouteError::NotFound) => {
-                return status(
+                return status_for(
+                    accept,
                     404,
                     "NotFound",
                     "the server could not find the requested resource",
+                    None,
                 )
             }
         };
-        if method != Method::GET {
-            return status(
+        let head = method == Method::HEAD && route.serves_head();
+        if method != Method::GET && !head {
+            return status_for(
+                accept,
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
+                None,
             );
         }
-        match route {
+        let response = match route {
             Route::ApiGroupList => json(discovery_docs::API_GROUP_LIST.into()),
             Route::ApiGroup => json(discovery_docs::API_GROUP.into()),
             Route::ApiResourceList => json(discovery_docs::API_RESOURCE_LIST.into()),
             Route::Version => json(discovery_docs::version().into()),
             Route::Metrics => self.metrics(),
             Route::Health(endpoint, check) => self.health(endpoint, check, query, now),
-            Route::Nodes => self.list_nodes(query, now),
-            Route::Node(name) => self.get_node(&name, now),
-            Route::Pods(namespace) => self.list_pods(namespace.as_deref(), query, now),
-            Route::Pod(namespace, name) => self.get_pod(&namespace, &name, now),
+            Route::OpenApiV2 => openapi_v2(headers),
+            Route::OpenApiV3 => openapi_v3_index(headers),
+            Route::OpenApiV3Group => openapi_v3_group(headers, query, now),
+            Route::Nodes | Route::Node(_) | Route::Pods(_) | Route::Pod(..) => {
+                self.metrics_resource(route, query, accept, now)
+            }
+        };
+        if head {
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, Body::default());
+        }
+        response
+    }
+
+    /// A metrics read in the negotiated encoding. An `Accept` header naming nothing served is
+    /// `406` before anything is read, and a bad `includeObject` is a `400` only once the read
+    /// itself succeeded, as upstream orders them.
+    fn metrics_resource(
+        &self,
+        route: Route<'_>,
+        query: &str,
+        accept: Option<&str>,
+        now: UnixNanos,
+    ) -> Response<Body> {
+        let format = match negotiate::negotiate(accept) {
+            Ok(format) => format,
+            Err(refused) => {
+                return status_for(
+                    accept,
+                    406,
+                    negotiate::NotAcceptable::REASON,
+                    &refused.message(),
+                    None,
+                )
+            }
+        };
+        let mut bad_include = None;
+        let encoding = match format {
+            Format::Json => Encoding::Json,
+            Format::Protobuf => Encoding::Protobuf,
+            Format::Table(version) => {
+                let include = query_values(query, "includeObject").next();
+                match include.map(|value| value.unwrap_or_default()) {
+                    None => Encoding::Table(version, IncludeObject::Metadata),
+                    Some(value) => match IncludeObject::from_query(Some(&value)) {
+                        Ok(include) => Encoding::Table(version, include),
+                        Err(invalid) => {
+                            bad_include = Some(invalid);
+                            Encoding::Json
+                        }
+                    },
+                }
+            }
+        };
+        let wire = Negotiated { encoding, accept };
+        let response = match route {
+            Route::Nodes => self.list_nodes(query, now, wire),
+            Route::Node(name) => self.get_node(&name, now, wire),
+            Route::Pods(namespace) => self.list_pods(namespace.as_deref(), query, now, wire),
+            Route::Pod(namespace, name) => self.get_pod(&namespace, &name, now, wire),
+            _ => wire.status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        };
+        match bad_include {
+            Some(invalid) if response.status().is_success() => {
+                wire.status(400, "BadRequest", &invalid.to_string())
+            }
+            _ => response,
         }
     }
 
-    fn list_nodes(&self, query: &str, now: UnixNanos) -> Response<Body> {
+    fn list_nodes(&self, query: &str, now: UnixNanos, wire: Negotiated<'_>) -> Response<Body> {
         let (labels, fields) = match selectors(query) {
             Ok(selectors) => selectors,
-            Err(e) => return status(400, "BadRequest", &e.to_string()),
+            Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
@@ -211,11 +376,11 @@ impl Router {
             self.freshness(now, metrics.timestamp);
             Some((metrics, node_labels))
         });
-        render::node_metrics_list(&mut out, items, now);
-        json(out.into())
+        node_list(&mut out, wire.encoding, items, now);
+        wire.ok(out)
     }
 
-    fn get_node(&self, name: &str, now: UnixNanos) -> Response<Body> {
+    fn get_node(&self, name: &str, now: UnixNanos, wire: Negotiated<'_>) -> Response<Body> {
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
         // As upstream: an unknown (or unselected) node is `node "x" not found`; a known node
@@ -224,21 +389,36 @@ impl Router {
             .node_labels(name)
             .filter(|labels| self.node_selected(labels))
         else {
-            return not_found("", "node", name);
+            return wire.not_found("", "node", name);
         };
         let Some(metrics) = snapshot.node(name) else {
-            return not_found(GROUP, "nodemetrics", name);
+            return wire.not_found(GROUP, "nodemetrics", name);
         };
         self.freshness(now, metrics.timestamp);
         let mut out = Vec::with_capacity(512);
-        render::node_metrics(&mut out, metrics, node_labels, now);
-        json(out.into())
+        match wire.encoding {
+            Encoding::Json => render::node_metrics(&mut out, metrics, node_labels, now),
+            Encoding::Protobuf => protobuf::node_metrics(&mut out, metrics, node_labels, now),
+            Encoding::Table(..) => node_list(
+                &mut out,
+                wire.encoding,
+                [(metrics, node_labels)].into_iter(),
+                now,
+            ),
+        }
+        wire.ok(out)
     }
 
-    fn list_pods(&self, namespace: Option<&str>, query: &str, now: UnixNanos) -> Response<Body> {
+    fn list_pods(
+        &self,
+        namespace: Option<&str>,
+        query: &str,
+        now: UnixNanos,
+        wire: Negotiated<'_>,
+    ) -> Response<Body> {
         let (labels, fields) = match selectors(query) {
             Ok(selectors) => selectors,
-            Err(e) => return status(400, "BadRequest", &e.to_string()),
+            Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
         let snapshot: Arc<Snapshot> = self.store.snapshot();
         let view = self.cluster.view();
@@ -259,25 +439,40 @@ impl Router {
             self.freshness(now, metrics.timestamp);
             Some((metrics, pod_labels))
         });
-        render::pod_metrics_list(&mut out, items, now);
-        json(out.into())
+        pod_list(&mut out, wire.encoding, items, now);
+        wire.ok(out)
     }
 
-    fn get_pod(&self, namespace: &str, name: &str, now: UnixNanos) -> Response<Body> {
+    fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        now: UnixNanos,
+        wire: Negotiated<'_>,
+    ) -> Response<Body> {
         let snapshot = self.store.snapshot();
         let view = self.cluster.view();
         // Upstream's pod lister only holds running pods, so a pod in another phase is unknown.
         let Some(pod_labels) = view.running_pod_labels(namespace, name) else {
-            return not_found("", "pod", name);
+            return wire.not_found("", "pod", name);
         };
         let Some(metrics) = snapshot.pod(namespace, name) else {
             // Upstream names a pod without metrics by `namespace/name`.
-            return not_found(GROUP, "podmetrics", &format!("{namespace}/{name}"));
+            return wire.not_found(GROUP, "podmetrics", &format!("{namespace}/{name}"));
         };
         self.freshness(now, metrics.timestamp);
         let mut out = Vec::with_capacity(1024);
-        render::pod_metrics(&mut out, metrics, pod_labels, now);
-        json(out.into())
+        match wire.encoding {
+            Encoding::Json => render::pod_metrics(&mut out, metrics, pod_labels, now),
+            Encoding::Protobuf => protobuf::pod_metrics(&mut out, metrics, pod_labels, now),
+            Encoding::Table(..) => pod_list(
+                &mut out,
+                wire.encoding,
+                [(metrics, pod_labels)].into_iter(),
+                now,
+            ),
+        }
+        wire.ok(out)
     }
 
     fn health(
@@ -343,7 +538,15 @@ fn route(path: &str) -> Result<Route<'_>, RouteError> {
         "/apis/metrics.k8s.io/v1beta1" => return Ok(Route::ApiResourceList),
         "/version" => return Ok(Route::Version),
         "/metrics" => return Ok(Route::Metrics),
+        "/openapi/v2" => return Ok(Route::OpenApiV2),
+        "/openapi/v3" => return Ok(Route::OpenApiV3),
         _ => {}
+    }
+    if path
+        .strip_prefix("/openapi/v3/")
+        .is_some_and(|group_version| group_version == openapi::V3_GROUP_PATH)
+    {
+        return Ok(Route::OpenApiV3Group);
     }
     if let Some((endpoint, check)) = Endpoint::parse(path) {
         return Ok(Route::Health(endpoint, check));
@@ -426,8 +629,26 @@ fn response(code: u16, content_type: &'static str, body: Bytes) -> Response<Body
     response
 }
 
-/// The `404` for a missing object, as upstream words it.
-fn not_found(group: &str, resource: &str, name: &str) -> Response<Body> {
+/// The `404` for a missing object, as upstream words it, in the encoding `accept` asks errors in.
+fn not_found_for(accept: Option<&str>, group: &str, resource: &str, name: &str) -> Response<Body> {
+    if negotiate::negotiate_status(accept) == Format::Protobuf {
+        // Built in a small local string: this is the rare error path.
+        let mut message = String::with_capacity(resource.len() + group.len() + name.len() + 16);
+        message.push_str(resource);
+        if !group.is_empty() {
+            message.push('.');
+            message.push_str(group);
+        }
+        message.push(' ');
+        crate::api::gofmt::push_go_quoted(&mut message, name);
+        message.push_str(" not found");
+        let details = StatusDetails {
+            name,
+            group,
+            kind: resource,
+        };
+        return status_for(accept, 404, "NotFound", &message, Some(details));
+    }
     let mut out = Vec::with_capacity(256);
     render::status_not_found(&mut out, group, resource, name);
     response(404, JSON, out.into())
@@ -437,11 +658,184 @@ fn json(body: Bytes) -> Response<Body> {
     response(200, JSON, body)
 }
 
-/// A Kubernetes `Status` failure response.
-fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+/// A Kubernetes `Status` failure response: protobuf when the `Accept` header negotiates errors to
+/// protobuf, as upstream's error writer does, else JSON.
+fn status_for(
+    accept: Option<&str>,
+    code: u16,
+    reason: &str,
+    message: &str,
+    details: Option<StatusDetails<'_>>,
+) -> Response<Body> {
     let mut out = Vec::with_capacity(160);
-    render::status(&mut out, code, reason, message);
+    if negotiate::negotiate_status(accept) == Format::Protobuf {
+        protobuf::status(&mut out, code, reason, message, details);
+        return response(code, negotiate::PROTOBUF_MEDIA_TYPE, out.into());
+    }
+    render::status_with_details(&mut out, code, reason, message, details);
     response(code, JSON, out.into())
+}
+
+/// A list (or a one-row table) of nodes in `encoding`.
+fn node_list<'a>(
+    out: &mut Vec<u8>,
+    encoding: Encoding,
+    items: impl Iterator<Item = (&'a NodeMetrics, &'a Labels)>,
+    now: UnixNanos,
+) {
+    match encoding {
+        Encoding::Json => render::node_metrics_list(out, items, now),
+        Encoding::Table(version, include) => {
+            table::node_metrics_table(out, version, include, items, now)
+        }
+        Encoding::Protobuf => protobuf::node_metrics_list(out, items, now),
+    }
+}
+
+/// A list (or a one-row table) of pods in `encoding`.
+fn pod_list<'a>(
+    out: &mut Vec<u8>,
+    encoding: Encoding,
+    items: impl Iterator<Item = (&'a PodMetrics, &'a Labels)>,
+    now: UnixNanos,
+) {
+    match encoding {
+        Encoding::Json => render::pod_metrics_list(out, items, now),
+        Encoding::Table(version, include) => {
+            table::pod_metrics_table(out, version, include, items, now)
+        }
+        Encoding::Protobuf => protobuf::pod_metrics_list(out, items, now),
+    }
+}
+
+// === OpenAPI ===
+//
+// As kube-openapi serves them: `ETag` is the quoted upper-case hex SHA-512 of the JSON document,
+// an `If-None-Match` naming it (or `*`) is `304` without a body, and `Last-Modified` is when the
+// document was built. The group document varies on `Accept` (`406` with an empty body when the
+// header admits no JSON) and, asked for with the `hash` its index gives, is `public, immutable`
+// and expires in a year; a stale `hash` is redirected (`301`) to the current one.
+
+fn openapi_v2(headers: RequestHeaders<'_>) -> Response<Body> {
+    let mut response = negotiated_document(openapi::v2(), openapi::v2_hash(), headers);
+    set(&mut response, VARY, "Accept");
+    response
+}
+
+fn openapi_v3_index(headers: RequestHeaders<'_>) -> Response<Body> {
+    document(openapi::v3_index(), openapi::v3_index_hash(), headers)
+}
+
+fn openapi_v3_group(headers: RequestHeaders<'_>, query: &str, now: UnixNanos) -> Response<Body> {
+    let hash = openapi::v3_group_hash();
+    if !negotiate::accepts_json_document(headers.accept) {
+        let mut refused = response(406, JSON, Bytes::new());
+        refused.headers_mut().remove(CONTENT_TYPE);
+        set(&mut refused, VARY, "Accept");
+        return refused;
+    }
+    let asked = query_values(query, "hash")
+        .next()
+        .flatten()
+        .filter(|h| !h.is_empty());
+    if let Some(asked) = &asked {
+        if asked != hash {
+            let mut moved = response(301, JSON, Bytes::new());
+            set_owned(&mut moved, ETAG, format!("\"{hash}\""));
+            set(&mut moved, VARY, "Accept");
+            set_owned(
+                &mut moved,
+                LOCATION,
+                format!("/openapi/v3/{}?hash={hash}", openapi::V3_GROUP_PATH),
+            );
+            return moved;
+        }
+    }
+    let mut response = document(openapi::v3_group(), hash, headers);
+    set(&mut response, VARY, "Accept");
+    if asked.is_some() {
+        set(&mut response, CACHE_CONTROL, "public, immutable");
+        // A year from now, in Go's RFC 1123 layout with the zone named as in a UTC process.
+        let year = 365 * 24 * 3600;
+        let expires = now.div_euclid(1_000_000_000).saturating_add(year);
+        set_owned(&mut response, EXPIRES, http_date(expires, "UTC"));
+    }
+    response
+}
+
+/// A document with upstream's v2 negotiation: any clause admitting JSON gets it, else `406`.
+fn negotiated_document(
+    body: &'static [u8],
+    hash: &str,
+    headers: RequestHeaders<'_>,
+) -> Response<Body> {
+    if !negotiate::accepts_json_document(headers.accept) {
+        let mut refused = response(406, JSON, Bytes::new());
+        refused.headers_mut().remove(CONTENT_TYPE);
+        return refused;
+    }
+    document(body, hash, headers)
+}
+
+/// A static JSON document with its validators, or `304` when the client already has it.
+fn document(body: &'static [u8], hash: &str, headers: RequestHeaders<'_>) -> Response<Body> {
+    let etag = format!("\"{hash}\"");
+    if headers
+        .if_none_match
+        .is_some_and(|header| etag_matches(header, &etag))
+    {
+        let mut unchanged = response(304, JSON, Bytes::new());
+        unchanged.headers_mut().remove(CONTENT_TYPE);
+        set_owned(&mut unchanged, ETAG, etag);
+        return unchanged;
+    }
+    let mut response = response(200, JSON, Bytes::from_static(body));
+    set_owned(&mut response, ETAG, etag);
+    set_owned(
+        &mut response,
+        LAST_MODIFIED,
+        http_date(openapi::built_at(), "GMT"),
+    );
+    response
+}
+
+/// Whether an `If-None-Match` header names `etag` (a quoted tag), compared weakly as HTTP says
+/// for this header: a `W/` prefix is ignored, and `*` matches anything.
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').any(|candidate| {
+        let candidate = candidate.trim_matches(|c| c == ' ' || c == '\t');
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
+
+/// `seconds` since the epoch as an HTTP date, `Mon, 02 Jan 2006 15:04:05 GMT` (with `zone` as
+/// the last word: `GMT` in `Last-Modified`, Go's `UTC` in upstream's `Expires`).
+fn http_date(seconds: i64, zone: &str) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = CivilTime::from_unix_seconds(seconds);
+    // 1970-01-01 was a Thursday; `rem_euclid` keeps the index in 0..7.
+    let weekday = DAYS[seconds.div_euclid(86_400).rem_euclid(7) as usize];
+    let month = MONTHS[(t.month.clamp(1, 12) - 1) as usize];
+    format!(
+        "{weekday}, {:02} {month} {:04} {:02}:{:02}:{:02} {zone}",
+        t.day, t.year, t.hour, t.minute, t.second
+    )
+}
+
+fn set(response: &mut Response<Body>, name: HeaderName, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+}
+
+fn set_owned(response: &mut Response<Body>, name: HeaderName, value: String) {
+    // Every value set here is ASCII built from hex digits, digits and fixed words.
+    if let Ok(value) = HeaderValue::try_from(value) {
+        response.headers_mut().insert(name, value);
+    }
 }
 
 #[cfg(test)]
@@ -570,7 +964,8 @@ mod tests {
             .block_on(response.into_body().collect())
             .unwrap()
             .to_bytes();
-        (code, String::from_utf8(bytes.to_vec()).unwrap())
+        // Lossy: protobuf bodies are binary; the tests look for the ASCII strings inside.
+        (code, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     impl Harness {
@@ -584,12 +979,47 @@ mod tests {
             )
         }
 
+        fn request(
+            &self,
+            method: Method,
+            path_and_query: &str,
+            headers: RequestHeaders<'_>,
+        ) -> Response<Body> {
+            let (path, query) = path_and_query
+                .split_once('?')
+                .unwrap_or((path_and_query, ""));
+            self.router
+                .respond_to(&method, path, query, headers, T0 + 12 * SECOND)
+        }
+
+        fn get_accepting(&self, path_and_query: &str, accept: &str) -> (u16, String, String) {
+            let response = self.request(
+                Method::GET,
+                path_and_query,
+                RequestHeaders {
+                    accept: Some(accept),
+                    if_none_match: None,
+                },
+            );
+            let content_type = header_of(&response, CONTENT_TYPE);
+            let (code, body) = body_of(response);
+            (code, content_type, body)
+        }
+
         fn get_json(&self, path_and_query: &str) -> (u16, serde_json::Value) {
             let (code, body) = self.get(path_and_query);
             let value = serde_json::from_str(&body)
                 .unwrap_or_else(|e| panic!("invalid JSON ({e}) for {path_and_query}: {body}"));
             (code, value)
         }
+    }
+
+    fn header_of(response: &Response<Body>, name: HeaderName) -> String {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     }
 
     fn names(list: &serde_json::Value) -> Vec<String> {
@@ -904,5 +1334,279 @@ mod tests {
             text.contains("metrics_server_storage_points{type=\"node\"} 3"),
             "{text}"
         );
+    }
+
+    const KUBECTL_GET: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+    #[test]
+    fn kubectl_get_receives_a_table_of_the_selected_items() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, content_type, body) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods",
+            KUBECTL_GET,
+        );
+        assert_eq!((code, content_type.as_str()), (200, "application/json"));
+        let table: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(table["kind"], "Table");
+        let columns: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["Name", "cpu", "memory", "Window"]);
+        let rows = table["rows"].as_array().unwrap();
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["cells"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["back-1", "front-1"]);
+        // 1 core-second over 10 s, 64Mi, window 10s.
+        assert_eq!(
+            rows[0]["cells"],
+            serde_json::json!(["back-1", "100m", "64Mi", "10s"])
+        );
+        assert_eq!(rows[0]["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(rows[0]["object"]["metadata"]["namespace"], "web");
+
+        let (code, _, body) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/nodes/node-a?includeObject=None",
+            KUBECTL_GET,
+        );
+        assert_eq!(code, 200);
+        let table: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(table["rows"].as_array().unwrap().len(), 1);
+        assert_eq!(table["rows"][0]["cells"][0], "node-a");
+        assert!(table["rows"][0]["object"].is_null());
+
+        let (_, _, body) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/nodes?includeObject=Object",
+            KUBECTL_GET,
+        );
+        let table: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(table["rows"][1]["object"]["kind"], "NodeMetrics");
+    }
+
+    #[test]
+    fn a_bad_include_object_is_a_bad_request_after_the_read_succeeds() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let (code, content_type, body) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/nodes?includeObject=Everything",
+            KUBECTL_GET,
+        );
+        assert_eq!((code, content_type.as_str()), (400, "application/json"));
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "BadRequest");
+        assert_eq!(
+            status["message"],
+            "Unable to convert to Table as requested: includeObject: Invalid value: \"Everything\": must be 'Metadata', 'Object', 'None', or empty"
+        );
+        // The read's own failure comes first.
+        let (code, _, _) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/nodes/missing?includeObject=Everything",
+            KUBECTL_GET,
+        );
+        assert_eq!(code, 404);
+        // Without a table the parameter means nothing.
+        let (code, _, _) = h.get_accepting(
+            "/apis/metrics.k8s.io/v1beta1/nodes?includeObject=Everything",
+            "application/json",
+        );
+        assert_eq!(code, 200);
+    }
+
+    #[test]
+    fn protobuf_is_served_to_clients_preferring_it_and_so_are_their_errors() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let accept = "application/vnd.kubernetes.protobuf, */*";
+        let (code, content_type, body) =
+            h.get_accepting("/apis/metrics.k8s.io/v1beta1/pods", accept);
+        assert_eq!(code, 200);
+        assert_eq!(content_type, "application/vnd.kubernetes.protobuf");
+        assert!(body.starts_with("k8s\0"));
+        assert!(body.contains("PodMetricsList"));
+        assert!(body.contains("front-1") && body.contains("dns-1"));
+
+        let (code, content_type, body) =
+            h.get_accepting("/apis/metrics.k8s.io/v1beta1/nodes/nope", accept);
+        assert_eq!(
+            (code, content_type.as_str()),
+            (404, "application/vnd.kubernetes.protobuf")
+        );
+        assert!(body.starts_with("k8s\0"));
+        assert!(body.contains("Status") && body.contains("node \"nope\" not found"));
+    }
+
+    #[test]
+    fn an_unservable_accept_header_is_not_acceptable_before_anything_is_read() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        for path in [
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            "/apis/metrics.k8s.io/v1beta1/nodes/missing",
+            "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%20in%20(b",
+        ] {
+            let (code, content_type, body) = h.get_accepting(path, "application/yaml");
+            assert_eq!(
+                (code, content_type.as_str()),
+                (406, "application/json"),
+                "{path}"
+            );
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(status["reason"], "NotAcceptable");
+            assert_eq!(status["code"], 406);
+            assert_eq!(
+                status["message"],
+                "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
+            );
+        }
+    }
+
+    #[test]
+    fn head_is_served_without_a_body_only_where_upstream_serves_it() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let head = |path: &str| body_of(h.request(Method::HEAD, path, RequestHeaders::default()));
+        assert_eq!(head("/apis/metrics.k8s.io/v1beta1/nodes").0, 405);
+        assert_eq!(head("/version").0, 405);
+        for path in ["/openapi/v2", "/openapi/v3", "/livez"] {
+            let (code, body) = head(path);
+            assert_eq!((code, body.as_str()), (200, ""), "{path}");
+        }
+        let response = h.request(Method::HEAD, "/openapi/v2", RequestHeaders::default());
+        assert_eq!(
+            header_of(&response, ETAG),
+            format!("\"{}\"", openapi::v2_hash())
+        );
+    }
+
+    #[test]
+    fn openapi_v2_is_json_with_an_etag_and_not_modified_when_it_matches() {
+        let h = harness(store_with(&[]), Fixture::default(), None);
+        // What the aggregator sends.
+        let response = h.request(
+            Method::GET,
+            "/openapi/v2",
+            RequestHeaders {
+                accept: Some("application/json"),
+                if_none_match: None,
+            },
+        );
+        let etag = header_of(&response, ETAG);
+        assert_eq!(etag, format!("\"{}\"", openapi::v2_hash()));
+        assert_eq!(header_of(&response, VARY), "Accept");
+        assert!(header_of(&response, LAST_MODIFIED).ends_with(" GMT"));
+        let (code, body) = body_of(response);
+        assert_eq!(code, 200);
+        assert_eq!(body.as_bytes(), openapi::v2());
+
+        for if_none_match in [etag.as_str(), "*", &format!("\"x\", W/{etag}")] {
+            let response = h.request(
+                Method::GET,
+                "/openapi/v2",
+                RequestHeaders {
+                    accept: Some("application/json"),
+                    if_none_match: Some(if_none_match),
+                },
+            );
+            assert_eq!(header_of(&response, ETAG), etag);
+            assert_eq!(body_of(response), (304, String::new()), "{if_none_match}");
+        }
+        let response = h.request(
+            Method::GET,
+            "/openapi/v2",
+            RequestHeaders {
+                accept: None,
+                if_none_match: Some("\"stale\""),
+            },
+        );
+        assert_eq!(response.status(), 200);
+
+        let response = h.request(
+            Method::GET,
+            "/openapi/v2",
+            RequestHeaders {
+                accept: Some("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+                if_none_match: None,
+            },
+        );
+        assert_eq!(body_of(response), (406, String::new()));
+    }
+
+    #[test]
+    fn openapi_v3_group_is_immutable_under_its_hash_and_redirects_a_stale_one() {
+        let h = harness(store_with(&[]), Fixture::default(), None);
+        let (code, index) = h.get_json("/openapi/v3");
+        assert_eq!(code, 200);
+        let url = index["paths"]["apis/metrics.k8s.io/v1beta1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let hash = openapi::v3_group_hash();
+        assert_eq!(
+            url,
+            format!("/openapi/v3/apis/metrics.k8s.io/v1beta1?hash={hash}")
+        );
+
+        let response = h.request(Method::GET, &url, RequestHeaders::default());
+        assert_eq!(header_of(&response, CACHE_CONTROL), "public, immutable");
+        assert!(header_of(&response, EXPIRES).ends_with(" UTC"));
+        assert_eq!(header_of(&response, ETAG), format!("\"{hash}\""));
+        let (code, body) = body_of(response);
+        assert_eq!(code, 200);
+        assert_eq!(body.as_bytes(), openapi::v3_group());
+
+        let response = h.request(
+            Method::GET,
+            "/openapi/v3/apis/metrics.k8s.io/v1beta1",
+            RequestHeaders::default(),
+        );
+        assert_eq!(header_of(&response, CACHE_CONTROL), "");
+        assert_eq!(response.status(), 200);
+
+        let response = h.request(
+            Method::GET,
+            "/openapi/v3/apis/metrics.k8s.io/v1beta1?hash=0123",
+            RequestHeaders::default(),
+        );
+        assert_eq!(response.status(), 301);
+        assert_eq!(header_of(&response, LOCATION), url);
+
+        let etag = format!("\"{hash}\"");
+        let response = h.request(
+            Method::GET,
+            &url,
+            RequestHeaders {
+                accept: Some("application/json"),
+                if_none_match: Some(&etag),
+            },
+        );
+        assert_eq!(header_of(&response, CACHE_CONTROL), "public, immutable");
+        assert_eq!(body_of(response), (304, String::new()));
+
+        let response = h.request(
+            Method::GET,
+            &url,
+            RequestHeaders {
+                accept: Some("application/com.github.proto-openapi.spec.v3.v1.0+protobuf"),
+                if_none_match: None,
+            },
+        );
+        assert_eq!(body_of(response), (406, String::new()));
+        let (code, _) = h.get("/openapi/v3/apis/other.k8s.io/v1");
+        assert_eq!(code, 404);
+    }
+
+    #[test]
+    fn http_dates_name_the_weekday_and_month() {
+        assert_eq!(http_date(0, "GMT"), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            http_date(1_769_539_713, "UTC"),
+            "Tue, 27 Jan 2026 18:48:33 UTC"
+        );
+        assert_eq!(http_date(-1, "GMT"), "Wed, 31 Dec 1969 23:59:59 GMT");
     }
 }
