@@ -4,12 +4,21 @@
 //! self-signed pair generated once into `--cert-dir` and reused) and the accept loop. A failed
 //! handshake or a broken connection ends that connection only; the loop itself never stops on a bad
 //! peer. Requests go to the [`Router`].
+//!
+//! The certificate files are re-read every [`RELOAD_INTERVAL`], as upstream's dynamic serving
+//! certificate is: when either file's bytes changed, the new pair is parsed and checked (the key
+//! must match the certificate) and, if good, every later handshake presents it. Connections
+//! already open keep the session they negotiated. A bad pair is logged once and the last good
+//! one kept. The poll runs on its own small thread, which ends once the configuration is dropped.
 
 use std::convert::Infallible;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,6 +27,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -36,6 +47,8 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (such as running out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How often the serving certificate files are checked for a new pair.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The file names of a generated pair inside `--cert-dir`, as upstream names them.
 const GENERATED_CERT: &str = "apiserver.crt";
@@ -58,6 +71,12 @@ pub enum ServerError {
     Tls(#[from] rustls::Error),
     #[error("none of --tls-cipher-suites is supported")]
     NoCipherSuites,
+    #[error("the private key in {key} does not match the certificate in {cert}: {reason}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
 }
 
 /// Serving TLS settings, from the flags.
@@ -72,14 +91,35 @@ pub struct TlsSettings {
 }
 
 /// Builds the rustls server configuration: certificate, versions, suites and ALPN (`h2`, then
-/// `http/1.1`).
+/// `http/1.1`). The certificate files are re-read every [`RELOAD_INTERVAL`].
 pub fn tls_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ServerError> {
+    serving_tls(settings, RELOAD_INTERVAL).map(|serving| serving.config)
+}
+
+/// The server configuration and the certificate it presents.
+#[derive(Debug, Clone)]
+pub struct ServingTls {
+    pub config: Arc<ServerConfig>,
+    pub certificate: Arc<ReloadingCertificate>,
+}
+
+/// As [`tls_config`], checking the certificate files every `reload_interval`, and also handing
+/// back the certificate so its reloads can be observed.
+pub fn serving_tls(
+    settings: &TlsSettings,
+    reload_interval: Duration,
+) -> Result<ServingTls, ServerError> {
     let (cert_path, key_path) = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => ensure_self_signed(&settings.cert_dir)?,
     };
-    let (certs, key) = load_pair(&cert_path, &key_path)?;
     let provider = Arc::new(provider(&settings.cipher_suites)?);
+    let certificate = Arc::new(ReloadingCertificate::load(
+        cert_path,
+        key_path,
+        Arc::clone(&provider),
+    )?);
+    ReloadingCertificate::watch(Arc::downgrade(&certificate), reload_interval);
     let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -89,9 +129,161 @@ pub fn tls_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, ServerErr
         // Any chain is accepted at the handshake and kept; authentication checks it per request
         // against the CAs current at that moment.
         .with_client_cert_verifier(AcceptAnyClientCert::shared())
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServingTls {
+        config: Arc::new(config),
+        certificate,
+    })
+}
+
+/// The serving certificate and key, swapped for a new pair when their files change.
+#[derive(Debug)]
+pub struct ReloadingCertificate {
+    current: ArcSwap<CertifiedKey>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    /// The bytes of both files when last read, so an unchanged pair is not parsed (or a bad one
+    /// logged) again.
+    last_read: Mutex<(Vec<u8>, Vec<u8>)>,
+    reloads: AtomicU64,
+    rejections: AtomicU64,
+}
+
+impl ReloadingCertificate {
+    fn load(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, ServerError> {
+        let cert_pem = read_file(&cert_path)?;
+        let key_pem = read_file(&key_path)?;
+        let key = certified_key(&cert_path, &cert_pem, &key_path, &key_pem, &provider)?;
+        Ok(ReloadingCertificate {
+            current: ArcSwap::from_pointee(key),
+            cert_path,
+            key_path,
+            provider,
+            last_read: Mutex::new((cert_pem, key_pem)),
+            reloads: AtomicU64::new(0),
+            rejections: AtomicU64::new(0),
+        })
+    }
+
+    /// The pair new handshakes present.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
+    /// How many new pairs have been taken up since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// How many changed pairs were refused (unreadable, unparsable or mismatched).
+    pub fn rejections(&self) -> u64 {
+        self.rejections.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the files; takes up the pair if either changed and it is good. Returns whether
+    /// a new pair is now presented. Errors are only those of a changed pair; the old pair stays.
+    pub fn check(&self) -> Result<bool, ServerError> {
+        // A file being replaced may be briefly missing; the next check reads it again.
+        let cert_pem = read_file(&self.cert_path)?;
+        let key_pem = read_file(&self.key_path)?;
+        {
+            let mut last = self
+                .last_read
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.0 == cert_pem && last.1 == key_pem {
+                return Ok(false);
+            }
+            *last = (cert_pem.clone(), key_pem.clone());
+        }
+        match certified_key(
+            &self.cert_path,
+            &cert_pem,
+            &self.key_path,
+            &key_pem,
+            &self.provider,
+        ) {
+            Ok(key) => {
+                self.current.store(Arc::new(key));
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(cert = %self.cert_path.display(), "Serving certificate reloaded.");
+                Ok(true)
+            }
+            Err(error) => {
+                self.rejections.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks every `interval` on a thread of its own until the certificate is dropped.
+    fn watch(certificate: Weak<ReloadingCertificate>, interval: Duration) {
+        let spawned = std::thread::Builder::new()
+            .name("serving-cert-reload".to_owned())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let Some(certificate) = certificate.upgrade() else {
+                    return;
+                };
+                if let Err(error) = certificate.check() {
+                    tracing::warn!(%error, "Keeping the current serving certificate.");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "Cannot watch the serving certificate files; they will not be reloaded.");
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses a PEM pair into what rustls presents, checking that the key belongs to the certificate.
+fn certified_key(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, ServerError> {
+    let (certs, key) = parse_pair(cert_path, cert_pem, key_path, key_pem)?;
+    let signing_key =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| ServerError::BadKey {
+                path: key_path.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    match certified.keys_match() {
+        // A key that cannot name its public half cannot be checked here; the handshake would
+        // fail visibly if it were wrong.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(error) => Err(ServerError::KeyMismatch {
+            cert: cert_path.to_owned(),
+            key: key_path.to_owned(),
+            reason: error.to_string(),
+        }),
+    }
 }
 
 /// The ring provider restricted to the named TLS 1.2 suites. TLS 1.3 suites are always on, as Go
@@ -126,25 +318,19 @@ fn provider(names: &[String]) -> Result<CryptoProvider, ServerError> {
     Ok(provider)
 }
 
-fn load_pair(
+fn parse_pair(
     cert_path: &Path,
+    cert_pem: &[u8],
     key_path: &Path,
+    key_pem: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ServerError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| ServerError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let cert_pem = read(cert_path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(ServerError::NoCertificate(cert_path.to_owned()));
     }
-    let key_pem = read(key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::BadKey {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ServerError::BadKey {
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
