@@ -218,7 +218,12 @@ impl Router {
                 AuthError::Internal(_) => (500, "InternalError"),
             };
             tracing::debug!(path = %parts.uri.path(), error = %refused, "Request refused.");
-            return status_for(headers.accept, code, reason, &refused.to_string(), None);
+            let refused = status_for(headers.accept, code, reason, &refused.to_string(), None);
+            return if parts.method == Method::HEAD {
+                without_body(refused)
+            } else {
+                refused
+            };
         }
         self.respond_to(
             &parts.method,
@@ -264,15 +269,16 @@ impl Router {
                 )
             }
         };
-        let head = method == Method::HEAD && route.serves_head();
-        if method != Method::GET && !head {
-            return status_for(
+        let head = method == Method::HEAD;
+        if method != Method::GET && !(head && route.serves_head()) {
+            let refused = status_for(
                 accept,
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
                 None,
             );
+            return if head { without_body(refused) } else { refused };
         }
         let response = match route {
             Route::ApiGroupList => json(discovery_docs::API_GROUP_LIST.into()),
@@ -289,8 +295,7 @@ impl Router {
             }
         };
         if head {
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Body::default());
+            return without_body(response);
         }
         response
     }
@@ -521,6 +526,13 @@ impl Router {
         let age = now.saturating_sub(timestamp).max(0) as f64 / 1e9;
         self.telemetry.metric_freshness(age);
     }
+}
+
+/// A response to `HEAD`: its status and headers with an empty body. The length is then that of
+/// the empty body (HTTP/2 clients reset a stream that ends at once while announcing a length).
+fn without_body(response: Response<Body>) -> Response<Body> {
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Body::default())
 }
 
 /// The current time, unix nanoseconds.
