@@ -1079,28 +1079,249 @@ async fn kubectl_top_through_the_aggregation_proxy_lists_every_node_and_pod() {
     let env = Env::start("kubectl", 16, &[]).await;
     let kubeconfig = env.api.files().kubeconfig.clone();
     let cache = env.dir.0.join("kube-cache");
-    let names = env.node_names();
-    let pods: Vec<String> = env.running_pods().into_iter().map(|(_, n)| n).collect();
+    let nodes = env.node_names();
+    let pods = env.running_pods();
 
-    for (args, wanted) in [
-        (&["top", "nodes"][..], &names),
-        (&["top", "pods", "-A"], &pods),
-    ] {
-        loop {
-            let output = kubectl(&kubectl_binary, &kubeconfig, &cache, args).await;
-            let last = if output.status.success() {
-                let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-                let missing: Vec<_> = wanted.iter().filter(|w| !stdout.contains(*w)).collect();
-                if missing.is_empty() {
-                    break;
-                }
-                format!("missing {missing:?} in\n{stdout}")
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["top", "nodes"],
+        &|out| {
+            let rows = rows_of(
+                out,
+                &["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
+            )?;
+            every_listed(&rows, &nodes, |row| row[0].clone())?;
+            for row in &rows {
+                quantity(&row[1], 9)?;
+                quantity(&row[3], 0)?;
+                percent(&row[2])?;
+                percent(&row[4])?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    let pod_names: Vec<PodKey> = pods.iter().cloned().collect();
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["top", "pods", "-A"],
+        &|out| {
+            let rows = rows_of(out, &["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"])?;
+            every_listed(&rows, &pod_names, |row| (row[0].clone(), row[1].clone()))?;
+            for row in &rows {
+                quantity(&row[2], 9)?;
+                quantity(&row[3], 0)?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["get", "--raw", PODS_PATH],
+        &|out| {
+            let list: Value = serde_json::from_str(out).map_err(|e| format!("not JSON: {e}"))?;
+            if list["kind"] != "PodMetricsList" {
+                return Err(format!("kind {}", list["kind"]));
+            }
+            let served = parse_pod_list(&list);
+            let missing: Vec<_> = pods.iter().filter(|p| !served.contains_key(*p)).collect();
+            if missing.is_empty() {
+                Ok(())
             } else {
-                String::from_utf8_lossy(&output.stderr).into_owned()
-            };
-            env.check_deadline(|| format!("kubectl {args:?} to list everything: {last}"));
-            tokio::time::sleep(POLL).await;
+                Err(format!("missing {missing:?}"))
+            }
+        },
+    )
+    .await;
+
+    // `kubectl get` asks for a Table and prints upstream's columns, upper-cased.
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["get", "podmetrics", "-A"],
+        &|out| {
+            let rows = rows_of(out, &["NAMESPACE", "NAME", "CPU", "MEMORY", "WINDOW"])?;
+            every_listed(&rows, &pod_names, |row| (row[0].clone(), row[1].clone()))?;
+            for row in &rows {
+                quantity(&row[2], 9)?;
+                quantity(&row[3], 0)?;
+                duration(&row[4])?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["get", "nodemetrics"],
+        &|out| {
+            let rows = rows_of(out, &["NAME", "CPU", "MEMORY", "WINDOW"])?;
+            every_listed(&rows, &nodes, |row| row[0].clone())?;
+            for row in &rows {
+                quantity(&row[1], 9)?;
+                quantity(&row[2], 0)?;
+                duration(&row[3])?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    let (namespace, name) = pods.iter().next().expect("a running pod").clone();
+    let args = ["get", "podmetrics", "-n", &namespace, &name, "-o", "yaml"];
+    kubectl_until(&env, &kubectl_binary, &kubeconfig, &cache, &args, &|out| {
+        for wanted in [
+            "kind: PodMetrics".to_owned(),
+            "apiVersion: metrics.k8s.io/v1beta1".to_owned(),
+            format!("name: {name}"),
+            format!("namespace: {namespace}"),
+            "containers:".to_owned(),
+            "window:".to_owned(),
+        ] {
+            if !out.contains(&wanted) {
+                return Err(format!("no {wanted:?}"));
+            }
         }
+        Ok(())
+    })
+    .await;
+
+    // `kubectl explain` reads the metrics group's OpenAPI v3 document through the proxy.
+    kubectl_until(
+        &env,
+        &kubectl_binary,
+        &kubeconfig,
+        &cache,
+        &["explain", "podmetrics"],
+        &|out| {
+            for wanted in [
+                "PodMetrics",
+                "metrics.k8s.io",
+                "containers",
+                "window",
+                "timestamp",
+            ] {
+                if !out.contains(wanted) {
+                    return Err(format!("no {wanted:?}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Runs kubectl until it succeeds with output `check` accepts, or the test's deadline passes.
+async fn kubectl_until(
+    env: &Env,
+    binary: &Path,
+    kubeconfig: &Path,
+    cache: &Path,
+    args: &[&str],
+    check: &dyn Fn(&str) -> Result<(), String>,
+) {
+    loop {
+        let output = kubectl(binary, kubeconfig, cache, args).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let last = if output.status.success() {
+            match check(&stdout) {
+                Ok(()) => return,
+                Err(why) => format!("{why} in\n{stdout}"),
+            }
+        } else {
+            String::from_utf8_lossy(&output.stderr).into_owned()
+        };
+        env.check_deadline(|| format!("kubectl {args:?}: {last}"));
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The rows of kubectl's table output, after checking its header is exactly `header`.
+fn rows_of(out: &str, header: &[&str]) -> Result<Vec<Vec<String>>, String> {
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let first: Vec<&str> = lines
+        .next()
+        .ok_or("no output")?
+        .split_whitespace()
+        .collect();
+    if first != header {
+        return Err(format!("header {first:?}, expected {header:?}"));
+    }
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    match rows.iter().find(|row| row.len() != header.len()) {
+        Some(row) => Err(format!("row {row:?} does not have {} cells", header.len())),
+        None => Ok(rows),
+    }
+}
+
+/// Every wanted key appears in some row, and no row is listed twice.
+fn every_listed<K: Ord + std::fmt::Debug + Clone>(
+    rows: &[Vec<String>],
+    wanted: &[K],
+    key: impl Fn(&Vec<String>) -> K,
+) -> Result<(), String> {
+    let listed: BTreeSet<K> = rows.iter().map(&key).collect();
+    if listed.len() != rows.len() {
+        return Err("a row is listed twice".to_owned());
+    }
+    let missing: Vec<&K> = wanted.iter().filter(|k| !listed.contains(*k)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {missing:?}"))
+    }
+}
+
+/// A non-negative Kubernetes quantity, as the test's own parser reads it.
+fn quantity(cell: &str, scale: i32) -> Result<i128, String> {
+    let valid = !cell.is_empty()
+        && cell.starts_with(|c: char| c.is_ascii_digit())
+        && cell
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .parse::<f64>()
+            .is_ok();
+    if !valid {
+        return Err(format!("{cell:?} is not a quantity"));
+    }
+    Ok(parse_quantity(cell, scale))
+}
+
+fn percent(cell: &str) -> Result<u64, String> {
+    cell.strip_suffix('%')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{cell:?} is not a percentage"))
+}
+
+/// A positive Go duration, such as `1.001s`.
+fn duration(cell: &str) -> Result<i128, String> {
+    let valid = cell.starts_with(|c: char| c.is_ascii_digit())
+        && cell.ends_with('s')
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".hmsuµn".contains(c));
+    match valid.then(|| parse_go_duration(cell)) {
+        Some(nanos) if nanos > 0 => Ok(nanos),
+        _ => Err(format!("{cell:?} is not a positive duration")),
     }
 }
 

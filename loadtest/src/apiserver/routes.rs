@@ -143,6 +143,11 @@ fn route(method: &Method, path: &str) -> Route {
     };
     match segments.as_slice() {
         ["apis", "metrics.k8s.io", _, ..] => Route::Metrics,
+        // No OpenAPI of its own: the v3 index and the metrics group's document are the
+        // aggregated server's, which is what `kubectl explain` of a metrics kind reads.
+        ["openapi", "v3"] | ["openapi", "v3", "apis", "metrics.k8s.io", ..] if get => {
+            Route::Metrics
+        }
         _ if !get && !post => Route::NotFound,
         ["version"] if get => Route::Version,
         ["healthz" | "livez" | "readyz", ..] if get => Route::Health,
