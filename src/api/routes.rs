@@ -4,6 +4,10 @@
 //! pointer load, and joins them: the view says which objects exist, are running and what labels they
 //! carry; the snapshot says what they use. Nothing here waits on a lock or a channel the scrape side
 //! holds, so a slow kubelet never delays a read.
+//!
+//! A metrics read is encoded as its `Accept` header negotiates (JSON, a `meta.k8s.io` `Table`, or
+//! protobuf; `406` otherwise), and its errors as upstream's error writer negotiates them. The
+//! OpenAPI documents are served with kube-openapi's validators and caching headers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
