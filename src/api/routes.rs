@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, EXPIRES, IF_NONE_MATCH,
-    LAST_MODIFIED, LOCATION, VARY,
+    HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, EXPIRES,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, VARY,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -275,13 +275,19 @@ impl Router {
         };
         let head = method == Method::HEAD;
         if method != Method::GET && !(head && route.serves_head()) {
-            let refused = status_for(
+            let mut refused = status_for(
                 accept,
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
                 None,
             );
+            let allowed = if route.serves_head() {
+                "GET, HEAD"
+            } else {
+                "GET"
+            };
+            set(&mut refused, ALLOW, allowed);
             return if head { without_body(refused) } else { refused };
         }
         let response = match route {
@@ -1487,6 +1493,14 @@ mod tests {
         let h = harness(store, fixture, None);
         let head = |path: &str| body_of(h.request(Method::HEAD, path, RequestHeaders::default()));
         assert_eq!(head("/apis/metrics.k8s.io/v1beta1/nodes").0, 405);
+        let refused = h.request(
+            Method::POST,
+            "/apis/metrics.k8s.io/v1beta1/nodes",
+            RequestHeaders::default(),
+        );
+        assert_eq!(header_of(&refused, ALLOW), "GET");
+        let refused = h.request(Method::DELETE, "/openapi/v2", RequestHeaders::default());
+        assert_eq!(header_of(&refused, ALLOW), "GET, HEAD");
         assert_eq!(head("/version").0, 405);
         for path in ["/openapi/v2", "/openapi/v3", "/livez"] {
             let (code, body) = head(path);
