@@ -140,12 +140,14 @@ pub fn serving_tls(
 /// The serving certificate and key, swapped for a new pair when their files change.
 #[derive(Debug)]
 pub struct ReloadingCertificate {
+    /// Read by every handshake, written only by the poll: arc-swap, so a handshake never waits.
     current: ArcSwap<CertifiedKey>,
     cert_path: PathBuf,
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     /// The bytes of both files when last read, so an unchanged pair is not parsed (or a bad one
-    /// logged) again.
+    /// logged) again. A std `Mutex`: only the poll (or a test's explicit check) takes it, and
+    /// nothing awaits while it is held.
     last_read: Mutex<(Vec<u8>, Vec<u8>)>,
     reloads: AtomicU64,
     rejections: AtomicU64,
