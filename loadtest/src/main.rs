@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use kubelet_fleet::apiserver;
 use kubelet_fleet::churn::{self, ChurnRates};
-use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
+use kubelet_fleet::fleet::{raise_open_file_limit, Fleet, FleetHandle};
 use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
 use kubelet_fleet::scrape_all::{self, ScrapeConfig};
 
@@ -121,6 +121,11 @@ struct Args {
     /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
     #[arg(long)]
     aggregate_to: Option<String>,
+    /// Run the kubelets alone, without the API stand-in (a real kube-apiserver holds the nodes and
+    /// pods), and write STATE_DIR/kubelet-cluster.json naming every node's address and pods so that
+    /// they can be created there. Churn is refused: nothing would mirror it.
+    #[arg(long)]
+    kubelets_only: bool,
     /// Address of the API stand-in.
     #[arg(long, default_value = "127.0.0.1")]
     api_address: IpAddr,
@@ -267,6 +272,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let Some(state_dir) = args.state_dir.clone() else {
         anyhow::bail!("--state-dir is required");
     };
+    let rates = ChurnRates {
+        pod_create: args.churn_pod_create,
+        pod_delete: args.churn_pod_delete,
+        container_restart: args.churn_restart,
+        node_add: args.churn_node_add,
+        node_remove: args.churn_node_remove,
+    };
+    if args.kubelets_only && !rates.is_idle() {
+        anyhow::bail!("--kubelets-only takes no churn: no API server would learn of the changes");
+    }
     let started = Instant::now();
     match raise_open_file_limit() {
         Ok(limit) => tracing::info!(limit, "Open-file limit raised."),
@@ -313,21 +328,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the kubelet fleet")?;
 
     // === API stand-in ===
-    let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
-    api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
-    api_config.aggregate_to = args.aggregate_to.clone();
-    let api = apiserver::start(api_config, fleet.cluster())
-        .await
-        .context("starting the API stand-in")?;
+    let api = if args.kubelets_only {
+        write_cluster_file(&fleet, &state_dir).context("writing the cluster description")?;
+        None
+    } else {
+        let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
+        api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
+        api_config.aggregate_to = args.aggregate_to.clone();
+        Some(
+            apiserver::start(api_config, fleet.cluster())
+                .await
+                .context("starting the API stand-in")?,
+        )
+    };
 
     let stop = CancellationToken::new();
-    let rates = ChurnRates {
-        pod_create: args.churn_pod_create,
-        pod_delete: args.churn_pod_delete,
-        container_restart: args.churn_restart,
-        node_add: args.churn_node_add,
-        node_remove: args.churn_node_remove,
-    };
     let churn_task = (!rates.is_idle()).then(|| {
         tokio::spawn(churn::run(
             fleet.clone(),
@@ -349,7 +364,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pods,
         port,
         fleet.faulty_nodes().len(),
-        api.url(),
+        api.as_ref().map_or("none", |api| api.url()),
         state_dir.display(),
         started.elapsed().as_millis()
     );
@@ -367,11 +382,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let totals = fleet.total_counts();
-    api.shutdown().await;
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     fleet.shutdown().await;
     eprintln!(
         "stopped connections={} requests={} bodies={}",
         totals.connections, totals.requests, totals.bodies
     );
+    Ok(())
+}
+
+/// Name of the file `--kubelets-only` writes into the state directory.
+const CLUSTER_FILE: &str = "kubelet-cluster.json";
+
+/// Writes every node (name, kubelet address and port, labels) with its pods (namespace, name,
+/// labels, containers, phase) as JSON, so that a script can create the matching Node and Pod
+/// objects in a real API server. Written to a temporary name and renamed: a reader never sees half.
+fn write_cluster_file(fleet: &FleetHandle, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let cluster = fleet.cluster();
+    let nodes: Vec<serde_json::Value> = cluster
+        .list_nodes()
+        .items
+        .iter()
+        .map(|node| {
+            let pods: Vec<serde_json::Value> = cluster
+                .pods_on_node(&node.name)
+                .iter()
+                .map(|pod| {
+                    serde_json::json!({
+                        "namespace": pod.namespace,
+                        "name": pod.name,
+                        "labels": pod.labels,
+                        "containers": pod.containers,
+                        "phase": pod.phase.as_str(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": node.name,
+                "ip": node.ip.to_string(),
+                "port": node.port,
+                "labels": node.labels,
+                "pods": pods,
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "nodes": nodes }))?;
+    let path = state_dir.join(CLUSTER_FILE);
+    let partial = state_dir.join(format!("{CLUSTER_FILE}.partial"));
+    std::fs::write(&partial, body).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
