@@ -130,26 +130,53 @@ alive() {
     done
 }
 
-# wait_for DESCRIPTION SECONDS DAEMON FUNCTION [ARGS...]: calls FUNCTION once a second until it
-# succeeds, the daemon dies, or SECONDS pass. The last attempt's output is kept in $last_output.
+# poll DESCRIPTION SECONDS DAEMON FUNCTION [ARGS...]: calls FUNCTION once a second until it
+# succeeds (status 0) or SECONDS pass (status 1, the last attempt's output printed); the run fails
+# at once if DAEMON has exited. The last attempt's output is kept in $last_output, and written
+# under $work/conditions when the condition holds (read them with E2E_KEEP=1).
 last_output=""
-wait_for() {
+polls=0
+poll() {
     local what="$1" limit="$2" daemon="$3"
     shift 3
     local deadline=$((SECONDS + limit)) tries=0
+    polls=$((polls + 1))
     while true; do
         tries=$((tries + 1))
         if last_output="$("$@" 2>&1)"; then
             log "ok: $what (after $tries attempt(s))"
+            if [[ -n "$work" ]]; then
+                mkdir -p "$work/conditions"
+                printf '# %s\n%s\n' "$what" "$last_output" >"$work/conditions/$(printf '%02d' "$polls").txt"
+            fi
             return 0
         fi
         [[ -n "$daemon" ]] && alive "$daemon"
         if ((SECONDS >= deadline)); then
-            printf '%s\n' "$last_output" | tail -n 30 >&2
-            fail "$what: not true after ${limit} s ($tries attempts)"
+            printf '%s\n' "$last_output" | tail -n 30 | sed 's/^/    | /' >&2
+            log "NOT TRUE after ${limit} s ($tries attempts): $what"
+            return 1
         fi
         sleep 1
     done
+}
+
+# wait_for: poll, and the run fails when the condition never holds (a precondition).
+wait_for() {
+    poll "$@" || fail "$1: not true after $2 s"
+}
+
+# check: poll, recording PASS or FAIL; the remaining checks still run, and the run fails at the
+# end if any did.
+results=()
+check_failures=0
+check() {
+    if poll "$@"; then
+        results+=("PASS  $1")
+    else
+        results+=("FAIL  $1")
+        check_failures=$((check_failures + 1))
+    fi
 }
 
 # A loopback TCP port nothing listens on, below the ephemeral range (so that no outgoing
@@ -450,6 +477,28 @@ ms_token="$(k create token metrics-server -n kube-system --duration 2h)"
 [[ -n "$ms_token" ]] || fail "no token for kube-system/metrics-server"
 ms_kc="$(kubeconfig metrics-server "$api" --token "$ms_token")"
 
+start metrics-server "$work/logs/metrics-server.log" "$metrics_server_bin" \
+    --kubeconfig "$ms_kc" \
+    --authentication-kubeconfig "$ms_kc" \
+    --authorization-kubeconfig "$ms_kc" \
+    --kubelet-certificate-authority "$fleet_dir/kubelet-ca.crt" \
+    --kubelet-client-certificate "$fleet_dir/kubelet-client.crt" \
+    --kubelet-client-key "$fleet_dir/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
+    --kubelet-use-node-status-port \
+    --metric-resolution 5s \
+    --secure-port "$ms_port" --bind-address 127.0.0.1 \
+    --cert-dir "$work/metrics-server-certs" \
+    --v 1
+
+# Registered once it serves, so that the aggregator's first discovery and OpenAPI fetches reach it
+# (a failed OpenAPI fetch is retried only a minute later). /readyz is served without
+# authorisation (the admin's client certificate is presented only because kubectl would otherwise
+# prompt for a password); it turns ready once the first scrapes have produced usage.
+ms_ready_kc="$(kubeconfig metrics-server-probe "https://127.0.0.1:$ms_port" --client admin --insecure)"
+ms_readyz() { "$kubectl_bin" --kubeconfig "$ms_ready_kc" --request-timeout 5s get --raw /readyz; }
+wait_for "metrics-server /readyz" 90 metrics-server ms_readyz
+
 # The apiserver reaches the server through an ExternalName Service to localhost, on its port.
 k apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -481,30 +530,11 @@ spec:
     port: $ms_port
 EOF
 
-start metrics-server "$work/logs/metrics-server.log" "$metrics_server_bin" \
-    --kubeconfig "$ms_kc" \
-    --authentication-kubeconfig "$ms_kc" \
-    --authorization-kubeconfig "$ms_kc" \
-    --kubelet-certificate-authority "$fleet_dir/kubelet-ca.crt" \
-    --kubelet-client-certificate "$fleet_dir/kubelet-client.crt" \
-    --kubelet-client-key "$fleet_dir/kubelet-client.key" \
-    --kubelet-preferred-address-types InternalIP \
-    --kubelet-use-node-status-port \
-    --metric-resolution 5s \
-    --secure-port "$ms_port" --bind-address 127.0.0.1 \
-    --cert-dir "$work/metrics-server-certs" \
-    --v 2
-
 # ---------------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------------
 
 phase "checks"
-results=()
-passed() {
-    results+=("PASS  $1")
-    log "PASS: $1"
-}
 
 apiservice_available() {
     local status
@@ -512,8 +542,8 @@ apiservice_available() {
     printf '%s\n' "$status"
     [[ "$status" == True* ]]
 }
-wait_for "APIService v1beta1.metrics.k8s.io Available" 120 metrics-server apiservice_available
-passed "APIService v1beta1.metrics.k8s.io is Available"
+wait_for "APIService v1beta1.metrics.k8s.io is Available" 120 metrics-server apiservice_available
+results+=("PASS  APIService v1beta1.metrics.k8s.io is Available")
 
 # A quantity such as 12m, 0, 345Mi, 1.5Gi is non-zero.
 nonzero() { [[ "$1" =~ [1-9] ]]; }
@@ -532,8 +562,7 @@ top_nodes() {
     done <"$work/expected-nodes"
     return "$missing"
 }
-wait_for "kubectl top nodes lists every node with non-zero CPU and memory" 120 metrics-server top_nodes
-passed "kubectl top nodes: $node_count/$node_count nodes, CPU and memory non-zero"
+check "kubectl top nodes lists all $node_count nodes with non-zero CPU and memory" 120 metrics-server top_nodes
 top_nodes_output="$last_output"
 
 top_pods() {
@@ -542,18 +571,16 @@ top_pods() {
     printf '%s\n' "$out"
     diff <(awk '{ print $1 "/" $2 }' <<<"$out" | sort) "$work/expected-pods"
 }
-wait_for "kubectl top pods -A lists every pod" 60 metrics-server top_pods
-passed "kubectl top pods -A: $pod_count/$pod_count pods"
+check "kubectl top pods -A lists all $pod_count pods" 60 metrics-server top_pods
 
 raw_pods() {
     local body
     body="$(k get --raw /apis/metrics.k8s.io/v1beta1/pods)" || return 1
     jq -e '.kind == "PodMetricsList" and (.items | all(.containers | length > 0))' <<<"$body" >/dev/null ||
-        { echo "not a PodMetricsList with containers: ${body:0:300}"; return 1; }
+        { echo "not a PodMetricsList with containers in every item: ${body:0:300}"; return 1; }
     diff <(jq -r '.items[] | "\(.metadata.namespace)/\(.metadata.name)"' <<<"$body" | sort) "$work/expected-pods"
 }
-wait_for "GET /apis/metrics.k8s.io/v1beta1/pods has every pod" 30 metrics-server raw_pods
-passed "raw /apis/metrics.k8s.io/v1beta1/pods: $pod_count/$pod_count pods, each with containers"
+check "GET /apis/metrics.k8s.io/v1beta1/pods holds all $pod_count pods, each with containers" 30 metrics-server raw_pods
 
 raw_nodes() {
     local body
@@ -561,27 +588,7 @@ raw_nodes() {
     jq -e '.kind == "NodeMetricsList"' <<<"$body" >/dev/null || { echo "not a NodeMetricsList: ${body:0:300}"; return 1; }
     diff <(jq -r '.items[].metadata.name' <<<"$body" | sort) "$work/expected-nodes"
 }
-wait_for "GET /apis/metrics.k8s.io/v1beta1/nodes has every node" 30 metrics-server raw_nodes
-passed "raw /apis/metrics.k8s.io/v1beta1/nodes: $node_count/$node_count nodes"
-
-# `kubectl get` asks for a Table (meta.k8s.io/v1) and may read the group's OpenAPI document: a
-# failure here with everything above passing points at the server's Table/OpenAPI output.
-get_nodemetrics() {
-    local out
-    out="$(k get nodemetrics --no-headers)" || return 1
-    printf '%s\n' "$out"
-    diff <(awk '{ print $1 }' <<<"$out" | sort) "$work/expected-nodes"
-}
-get_podmetrics() {
-    local out
-    out="$(k get podmetrics -A --no-headers)" || return 1
-    printf '%s\n' "$out"
-    diff <(awk '{ print $1 "/" $2 }' <<<"$out" | sort) "$work/expected-pods"
-}
-wait_for "kubectl get nodemetrics lists every node (Table output)" 30 metrics-server get_nodemetrics
-passed "kubectl get nodemetrics: $node_count/$node_count nodes"
-wait_for "kubectl get podmetrics -A lists every pod (Table output)" 30 metrics-server get_podmetrics
-passed "kubectl get podmetrics -A: $pod_count/$pod_count pods"
+check "GET /apis/metrics.k8s.io/v1beta1/nodes holds all $node_count nodes" 30 metrics-server raw_nodes
 
 # Authorisation. A user without RBAC is refused by the apiserver before any proxying.
 denied_top() {
@@ -593,8 +600,7 @@ denied_top() {
     printf '%s\n' "$out"
     grep -qi 'forbidden' <<<"$out"
 }
-wait_for "a user without RBAC gets Forbidden from kubectl top nodes" 20 metrics-server denied_top
-passed "user e2e-denied: kubectl top nodes is Forbidden"
+check "user e2e-denied (no RBAC): kubectl top nodes is Forbidden" 20 metrics-server denied_top
 
 # ServiceAccount tokens, checked by the apiserver and by the metrics server itself (TokenReview
 # and SubjectAccessReview against the real apiserver).
@@ -604,11 +610,13 @@ k create clusterrolebinding e2e-reader --clusterrole system:aggregated-metrics-r
     --serviceaccount default:e2e-reader >/dev/null
 unauthorised_token="$(k create token e2e-unauthorised -n default --duration 1h)"
 reader_token="$(k create token e2e-reader -n default --duration 1h)"
+ms_url="https://127.0.0.1:$ms_port"
 unauthorised_via_api_kc="$(kubeconfig unauthorised-api "$api" --token "$unauthorised_token")"
-unauthorised_direct_kc="$(kubeconfig unauthorised-direct "https://127.0.0.1:$ms_port" --token "$unauthorised_token" --insecure)"
-reader_direct_kc="$(kubeconfig reader-direct "https://127.0.0.1:$ms_port" --token "$reader_token" --insecure)"
+unauthorised_direct_kc="$(kubeconfig unauthorised-direct "$ms_url" --token "$unauthorised_token" --insecure)"
+reader_direct_kc="$(kubeconfig reader-direct "$ms_url" --token "$reader_token" --insecure)"
+garbage_token_kc="$(kubeconfig garbage-direct "$ms_url" --token not-a-valid-token --insecure)"
 
-# expect_status KUBECONFIG PATH CODE: `kubectl get --raw` must fail with that HTTP status.
+# expect_refused KUBECONFIG PATH WORD: `kubectl get --raw PATH` must fail, saying WORD.
 expect_refused() {
     local out
     if out="$("$kubectl_bin" --kubeconfig "$1" --request-timeout 20s get --raw "$2" 2>&1)"; then
@@ -618,35 +626,29 @@ expect_refused() {
     printf '%s\n' "$out"
     grep -qi "$3" <<<"$out"
 }
-wait_for "an unauthorised ServiceAccount gets 403 through the apiserver" 20 metrics-server \
+check "SA default/e2e-unauthorised through the apiserver: 403 Forbidden" 20 metrics-server \
     expect_refused "$unauthorised_via_api_kc" /apis/metrics.k8s.io/v1beta1/nodes forbidden
-passed "SA default/e2e-unauthorised via the apiserver: 403 Forbidden"
-wait_for "an unauthorised ServiceAccount gets 403 from the metrics server (SubjectAccessReview)" 20 metrics-server \
+check "SA default/e2e-unauthorised straight to the metrics server: 403 Forbidden (TokenReview, SubjectAccessReview)" 20 metrics-server \
     expect_refused "$unauthorised_direct_kc" /apis/metrics.k8s.io/v1beta1/nodes forbidden
-passed "SA default/e2e-unauthorised straight to the metrics server: 403 Forbidden (TokenReview + SubjectAccessReview)"
 reader_direct() {
     local body
     body="$("$kubectl_bin" --kubeconfig "$reader_direct_kc" --request-timeout 20s get --raw /apis/metrics.k8s.io/v1beta1/nodes)" || return 1
     diff <(jq -r '.items[].metadata.name' <<<"$body" | sort) "$work/expected-nodes"
 }
-wait_for "a ServiceAccount bound to system:aggregated-metrics-reader reads the metrics server directly" 20 metrics-server reader_direct
-passed "SA default/e2e-reader straight to the metrics server: 200 with every node"
-garbage_token_kc="$(kubeconfig garbage-direct "https://127.0.0.1:$ms_port" --token not-a-valid-token --insecure)"
-wait_for "an invalid bearer token gets 401 from the metrics server" 20 metrics-server \
+check "SA default/e2e-reader (system:aggregated-metrics-reader) straight to the metrics server: all $node_count nodes" 20 metrics-server reader_direct
+check "invalid bearer token straight to the metrics server: 401 Unauthorized" 20 metrics-server \
     expect_refused "$garbage_token_kc" /apis/metrics.k8s.io/v1beta1/nodes unauthorized
-passed "invalid bearer token straight to the metrics server: 401 Unauthorized"
 
 # deploy/ against the real apiserver (1.20): everything server-side, except kinds 1.20 does not
 # serve (policy/v1 PodDisruptionBudget), which kubectl checks client-side.
 dry_run() {
-    local dir="$1" rendered="$work/rendered-$(basename "$1").yaml"
+    local dir="$1" rendered
+    rendered="$work/rendered-$(basename "$1").yaml"
     "$kubectl_bin" kustomize "$root/$dir" >"$rendered" || { echo "kubectl kustomize $dir failed"; return 1; }
     k apply --dry-run=server -f "$rendered"
 }
-wait_for "kubectl kustomize deploy/ | kubectl apply --dry-run=server" 20 kube-apiserver dry_run deploy
-passed "deploy/: rendered and accepted by the apiserver (dry-run=server)"
-wait_for "kubectl kustomize deploy/high-availability-1.20 | kubectl apply --dry-run=server" 20 kube-apiserver dry_run deploy/high-availability-1.20
-passed "deploy/high-availability-1.20: rendered and accepted by the apiserver (dry-run=server)"
+check "deploy/: kubectl kustomize | kubectl apply --dry-run=server" 20 kube-apiserver dry_run deploy
+check "deploy/high-availability-1.20: kubectl kustomize | kubectl apply --dry-run=server" 20 kube-apiserver dry_run deploy/high-availability-1.20
 ha_dry_run() {
     local rendered="$work/rendered-high-availability.yaml" served="$work/high-availability-served.yaml" newer="$work/high-availability-newer.yaml"
     "$kubectl_bin" kustomize "$root/deploy/high-availability" >"$rendered" || return 1
@@ -665,16 +667,56 @@ ha_dry_run() {
     # The server has no policy/v1 to map it to: kubectl decodes it locally ...
     "$kubectl_bin" annotate --local --dry-run=client -o name -f "$newer" e2e/checked=client-side || return 1
     # ... and it is, apiVersion aside, the policy/v1beta1 object the server accepted above.
+    [[ -s "$work/rendered-high-availability-1.20.yaml" ]] || { echo "deploy/high-availability-1.20 was not rendered"; return 1; }
     diff <(sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' "$rendered") "$work/rendered-high-availability-1.20.yaml"
 }
-wait_for "deploy/high-availability: dry-run=server, its policy/v1 PodDisruptionBudget client-side" 20 kube-apiserver ha_dry_run
-passed "deploy/high-availability: rendered; dry-run=server except the policy/v1 PodDisruptionBudget (client-side: decoded, and equal to the 1.20 overlay's accepted policy/v1beta1 one)"
+check "deploy/high-availability: dry-run=server, but its policy/v1 PodDisruptionBudget client-side (decoded; equal to the accepted policy/v1beta1 one)" 20 kube-apiserver ha_dry_run
+
+# What `kubectl get` prints comes from the server's meta.k8s.io/v1 Table (upstream's columns:
+# NAME CPU MEMORY WINDOW); without one, kubectl falls back to NAME and AGE.
+table_rows() {
+    local expected="$1" header
+    shift
+    local out
+    out="$(k get "$@")" || return 1
+    printf '%s\n' "$out"
+    header="$(head -n 1 <<<"$out")"
+    if ! [[ "$header" == *CPU* && "$header" == *MEMORY* && "$header" == *WINDOW* ]]; then
+        echo "header '$header' lacks CPU, MEMORY and WINDOW: the server answered without a meta.k8s.io/v1 Table (kubectl's fallback columns)"
+        return 1
+    fi
+    if [[ "$1" == podmetrics ]]; then
+        diff <(tail -n +2 <<<"$out" | awk '{ print $1 "/" $2 }' | sort) "$expected"
+    else
+        diff <(tail -n +2 <<<"$out" | awk '{ print $1 }' | sort) "$expected"
+    fi
+}
+check "kubectl get nodemetrics: a Table (NAME CPU MEMORY WINDOW) with all $node_count nodes" 30 metrics-server \
+    table_rows "$work/expected-nodes" nodemetrics
+check "kubectl get podmetrics -A: a Table (NAMESPACE NAME CPU MEMORY WINDOW) with all $pod_count pods" 30 metrics-server \
+    table_rows "$work/expected-pods" podmetrics -A
+
+# The aggregator fetches the server's /openapi/v2 and merges it into the cluster's document.
+openapi_merged() {
+    local missing
+    missing="$(k get --raw /openapi/v2 | jq -r '
+        ["NodeMetrics", "NodeMetricsList", "PodMetrics", "PodMetricsList"]
+        - (.definitions | keys | map(select(startswith("io.k8s.metrics.pkg.apis.metrics.v1beta1.")) | ltrimstr("io.k8s.metrics.pkg.apis.metrics.v1beta1.")))
+        | join(" ")')" || return 1
+    [[ -z "$missing" ]] || { echo "the apiserver's /openapi/v2 lacks io.k8s.metrics.pkg.apis.metrics.v1beta1: $missing"; return 1; }
+    # kubectl 1.33 reads OpenAPI v3 by default, which 1.20 does not serve.
+    k explain nodemetrics --api-version metrics.k8s.io/v1beta1 --output plaintext-openapiv2 | tee /dev/stderr | grep -q 'KIND: *NodeMetrics'
+}
+check "the apiserver's /openapi/v2 merges the metrics definitions; kubectl explain nodemetrics" 150 metrics-server openapi_merged
 
 phase "done"
 log "kubectl top nodes:"
 printf '%s\n' "$top_nodes_output" | sed 's/^/    /' >&2
 printf '\nPhases:\n'
 printf '  %s\n' "${phase_times[@]}"
-printf '\nChecks (%d passed):\n' "${#results[@]}"
+printf '\nChecks:\n'
 printf '  %s\n' "${results[@]}"
+if ((check_failures > 0)); then
+    fail "$check_failures of ${#results[@]} checks failed (see FAIL above)"
+fi
 printf '\nEnd-to-end test through kube-apiserver passed in %d s.\n' "$((SECONDS - run_started))"
