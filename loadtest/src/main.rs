@@ -435,3 +435,83 @@ fn write_cluster_file(fleet: &FleetHandle, state_dir: &std::path::Path) -> anyho
     std::fs::rename(&partial, &path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cluster_file_names_every_node_address_and_pod_of_the_fleet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fleet = Fleet::builder()
+            .nodes(3)
+            .pods_per_node(4)
+            .port(0)
+            .bind(IpAddr::from([127, 0, 0, 1]))
+            .start(dir.path())
+            .await
+            .expect("fleet starts");
+        write_cluster_file(&fleet, dir.path()).expect("cluster file written");
+
+        let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).expect("file read");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let nodes = doc["nodes"].as_array().expect("a node array");
+        assert_eq!(nodes.len(), 3);
+        let cluster = fleet.cluster();
+        for node in nodes {
+            let name = node["name"].as_str().expect("node name");
+            let addr = fleet.address(name).expect("a node of the fleet");
+            assert_eq!(node["ip"].as_str(), Some(addr.ip().to_string().as_str()));
+            assert_eq!(node["port"].as_u64(), Some(u64::from(addr.port())));
+            assert_eq!(
+                node["labels"]["kubernetes.io/hostname"].as_str(),
+                Some(name)
+            );
+            let mut listed: Vec<(String, String)> = node["pods"]
+                .as_array()
+                .expect("a pod array")
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["phase"].as_str(), Some("Running"));
+                    assert!(!p["containers"].as_array().expect("containers").is_empty());
+                    (
+                        p["namespace"].as_str().expect("namespace").to_owned(),
+                        p["name"].as_str().expect("name").to_owned(),
+                    )
+                })
+                .collect();
+            let mut expected: Vec<(String, String)> = cluster
+                .pods_on_node(name)
+                .iter()
+                .map(|p| (p.namespace.clone(), p.name.clone()))
+                .collect();
+            listed.sort();
+            expected.sort();
+            assert_eq!(listed.len(), 4);
+            assert_eq!(listed, expected);
+        }
+        assert!(!dir.path().join(format!("{CLUSTER_FILE}.partial")).exists());
+        fleet.shutdown().await;
+    }
+
+    #[test]
+    fn kubelets_only_refuses_churn() {
+        let cli = Cli::try_parse_from([
+            "kubelet-fleet",
+            "--state-dir",
+            "/nonexistent",
+            "--kubelets-only",
+            "--churn-pod-create",
+            "1",
+        ])
+        .expect("flags parse");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let error = runtime
+            .block_on(run(cli.run))
+            .expect_err("churn without an API server is refused");
+        assert!(error.to_string().contains("--kubelets-only"), "{error}");
+    }
+}

@@ -103,7 +103,8 @@ fi
 log "building cmd/kube-apiserver in $tree (several minutes)"
 started=$SECONDS
 (cd "$tree" && GO111MODULE=off CGO_ENABLED=0 make WHAT=cmd/kube-apiserver >&2)
-built="$(find "$tree/_output" -type f -name kube-apiserver -perm -u+x | head -n 1)"
+built="$tree/_output/bin/kube-apiserver"
+[[ -x "$built" ]] || built="$(find "$tree/_output" -type f -name kube-apiserver -perm -u+x | head -n 1)"
 [[ -n "$built" ]] || die "the build left no kube-apiserver under $tree/_output"
 log "built in $((SECONDS - started)) s"
 mkdir -p "$cache_dir/bin"
