@@ -6,7 +6,9 @@
 # project's metrics-server as the aggregated API v1beta1.metrics.k8s.io (an ExternalName Service
 # to localhost) and checks what clients see: `kubectl top`, the raw API, authorisation through
 # the front proxy, TokenReview and SubjectAccessReview, and the deploy/ manifests against the
-# real server. Exits non-zero, with the tails of every log, on the first failed check.
+# real server. A failed precondition (a daemon that does not come up, the APIService never
+# Available) stops the run at once; otherwise every check runs and reports PASS or FAIL. Exits
+# non-zero, with the tails of every log, if anything failed.
 #
 # Usage: tests/kube-apiserver/run.sh        (see deploy/README.md, "End-to-end test")
 # Environment:
@@ -320,6 +322,9 @@ start etcd "$work/logs/etcd.log" "$etcd_bin" \
     --initial-cluster "e2e=http://127.0.0.1:$etcd_peer_port" \
     --logger zap --log-level warn
 
+# No controller-manager runs: the ServiceAccount admission plugin would refuse every pod for lack
+# of the namespace's `default` ServiceAccount, and the endpoint reconciler would try to publish
+# 127.0.0.1 as the `kubernetes` Service's endpoint, which validation refuses; both are off.
 start kube-apiserver "$work/logs/kube-apiserver.log" "$apiserver_bin" \
     --etcd-servers "http://127.0.0.1:$etcd_client_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
