@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use kubelet_fleet::apiserver;
 use kubelet_fleet::churn::{self, ChurnRates};
-use kubelet_fleet::fleet::{raise_open_file_limit, Fleet};
+use kubelet_fleet::fleet::{raise_open_file_limit, Fleet, FleetHandle};
 use kubelet_fleet::kubelet::fault::{FaultKind, FaultParams};
 use kubelet_fleet::scrape_all::{self, ScrapeConfig};
 
@@ -121,6 +121,11 @@ struct Args {
     /// Where the API stand-in forwards metrics.k8s.io (the metrics server), https://HOST:PORT.
     #[arg(long)]
     aggregate_to: Option<String>,
+    /// Run the kubelets alone, without the API stand-in (a real kube-apiserver holds the nodes and
+    /// pods), and write STATE_DIR/kubelet-cluster.json naming every node's address and pods so that
+    /// they can be created there. Churn is refused: nothing would mirror it.
+    #[arg(long)]
+    kubelets_only: bool,
     /// Address of the API stand-in.
     #[arg(long, default_value = "127.0.0.1")]
     api_address: IpAddr,
@@ -267,6 +272,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let Some(state_dir) = args.state_dir.clone() else {
         anyhow::bail!("--state-dir is required");
     };
+    let rates = ChurnRates {
+        pod_create: args.churn_pod_create,
+        pod_delete: args.churn_pod_delete,
+        container_restart: args.churn_restart,
+        node_add: args.churn_node_add,
+        node_remove: args.churn_node_remove,
+    };
+    if args.kubelets_only && !rates.is_idle() {
+        anyhow::bail!("--kubelets-only takes no churn: no API server would learn of the changes");
+    }
     let started = Instant::now();
     match raise_open_file_limit() {
         Ok(limit) => tracing::info!(limit, "Open-file limit raised."),
@@ -313,21 +328,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the kubelet fleet")?;
 
     // === API stand-in ===
-    let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
-    api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
-    api_config.aggregate_to = args.aggregate_to.clone();
-    let api = apiserver::start(api_config, fleet.cluster())
-        .await
-        .context("starting the API stand-in")?;
+    let api = if args.kubelets_only {
+        write_cluster_file(&fleet, &state_dir).context("writing the cluster description")?;
+        None
+    } else {
+        let mut api_config = apiserver::ApiServerConfig::new(&state_dir);
+        api_config.bind = std::net::SocketAddr::new(args.api_address, args.api_port);
+        api_config.aggregate_to = args.aggregate_to.clone();
+        Some(
+            apiserver::start(api_config, fleet.cluster())
+                .await
+                .context("starting the API stand-in")?,
+        )
+    };
 
     let stop = CancellationToken::new();
-    let rates = ChurnRates {
-        pod_create: args.churn_pod_create,
-        pod_delete: args.churn_pod_delete,
-        container_restart: args.churn_restart,
-        node_add: args.churn_node_add,
-        node_remove: args.churn_node_remove,
-    };
     let churn_task = (!rates.is_idle()).then(|| {
         tokio::spawn(churn::run(
             fleet.clone(),
@@ -349,7 +364,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pods,
         port,
         fleet.faulty_nodes().len(),
-        api.url(),
+        api.as_ref().map_or("none", |api| api.url()),
         state_dir.display(),
         started.elapsed().as_millis()
     );
@@ -367,11 +382,136 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let totals = fleet.total_counts();
-    api.shutdown().await;
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     fleet.shutdown().await;
     eprintln!(
         "stopped connections={} requests={} bodies={}",
         totals.connections, totals.requests, totals.bodies
     );
     Ok(())
+}
+
+/// Name of the file `--kubelets-only` writes into the state directory.
+const CLUSTER_FILE: &str = "kubelet-cluster.json";
+
+/// Writes every node (name, kubelet address and port, labels) with its pods (namespace, name,
+/// labels, containers, phase) as JSON, so that a script can create the matching Node and Pod
+/// objects in a real API server. Written to a temporary name and renamed: a reader never sees half.
+fn write_cluster_file(fleet: &FleetHandle, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let cluster = fleet.cluster();
+    let nodes: Vec<serde_json::Value> = cluster
+        .list_nodes()
+        .items
+        .iter()
+        .map(|node| {
+            let pods: Vec<serde_json::Value> = cluster
+                .pods_on_node(&node.name)
+                .iter()
+                .map(|pod| {
+                    serde_json::json!({
+                        "namespace": pod.namespace,
+                        "name": pod.name,
+                        "labels": pod.labels,
+                        "containers": pod.containers,
+                        "phase": pod.phase.as_str(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": node.name,
+                "ip": node.ip.to_string(),
+                "port": node.port,
+                "labels": node.labels,
+                "pods": pods,
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "nodes": nodes }))?;
+    let path = state_dir.join(CLUSTER_FILE);
+    let partial = state_dir.join(format!("{CLUSTER_FILE}.partial"));
+    std::fs::write(&partial, body).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cluster_file_names_every_node_address_and_pod_of_the_fleet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fleet = Fleet::builder()
+            .nodes(3)
+            .pods_per_node(4)
+            .port(0)
+            .bind(IpAddr::from([127, 0, 0, 1]))
+            .start(dir.path())
+            .await
+            .expect("fleet starts");
+        write_cluster_file(&fleet, dir.path()).expect("cluster file written");
+
+        let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).expect("file read");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let nodes = doc["nodes"].as_array().expect("a node array");
+        assert_eq!(nodes.len(), 3);
+        let cluster = fleet.cluster();
+        for node in nodes {
+            let name = node["name"].as_str().expect("node name");
+            let addr = fleet.address(name).expect("a node of the fleet");
+            assert_eq!(node["ip"].as_str(), Some(addr.ip().to_string().as_str()));
+            assert_eq!(node["port"].as_u64(), Some(u64::from(addr.port())));
+            assert_eq!(
+                node["labels"]["kubernetes.io/hostname"].as_str(),
+                Some(name)
+            );
+            let mut listed: Vec<(String, String)> = node["pods"]
+                .as_array()
+                .expect("a pod array")
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["phase"].as_str(), Some("Running"));
+                    assert!(!p["containers"].as_array().expect("containers").is_empty());
+                    (
+                        p["namespace"].as_str().expect("namespace").to_owned(),
+                        p["name"].as_str().expect("name").to_owned(),
+                    )
+                })
+                .collect();
+            let mut expected: Vec<(String, String)> = cluster
+                .pods_on_node(name)
+                .iter()
+                .map(|p| (p.namespace.clone(), p.name.clone()))
+                .collect();
+            listed.sort();
+            expected.sort();
+            assert_eq!(listed.len(), 4);
+            assert_eq!(listed, expected);
+        }
+        assert!(!dir.path().join(format!("{CLUSTER_FILE}.partial")).exists());
+        fleet.shutdown().await;
+    }
+
+    #[test]
+    fn kubelets_only_refuses_churn() {
+        let cli = Cli::try_parse_from([
+            "kubelet-fleet",
+            "--state-dir",
+            "/nonexistent",
+            "--kubelets-only",
+            "--churn-pod-create",
+            "1",
+        ])
+        .expect("flags parse");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let error = runtime
+            .block_on(run(cli.run))
+            .expect_err("churn without an API server is refused");
+        assert!(error.to_string().contains("--kubelets-only"), "{error}");
+    }
 }
