@@ -387,7 +387,8 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Writes `prometheus.yml` for the fleet in `state_dir` and starts Prometheus on a free
-    /// loopback port, its TSDB under `state_dir/prometheus`; waits until it is ready.
+    /// loopback port, its TSDB under `state_dir/prometheus`; waits until it is ready and has
+    /// scraped every target once (or a bounded time has passed).
     pub async fn start(
         bin: &Path,
         state_dir: &Path,
@@ -444,13 +445,26 @@ impl Prometheus {
             },
         )
         .await?;
-        Ok(Prometheus {
+        let prometheus = Prometheus {
             child,
             pid,
             addr,
             version,
             targets: targets.len(),
-        })
+        };
+        // Prometheus applies discovered targets a few seconds after start; wait until every
+        // target has been scraped once, so a short warm-up does not leave it idle in the window.
+        let until = Instant::now() + Duration::from_secs(15) + interval * 2;
+        while Instant::now() < until {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            match prometheus.query("count(up)", now).await {
+                Ok(n) if n >= targets.len() as f64 => break,
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        Ok(prometheus)
     }
 
     /// Scrape iterations Prometheus has run so far, over every target
