@@ -153,6 +153,13 @@ fn mkdir(path: &Path) -> Result<(), PeerError> {
     })
 }
 
+fn absolute(path: &Path) -> Result<PathBuf, PeerError> {
+    std::path::absolute(path).map_err(|source| PeerError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn log_file(path: &Path) -> Result<Stdio, PeerError> {
     std::fs::File::create(path)
         .map(Stdio::from)
@@ -395,6 +402,8 @@ impl Prometheus {
         interval: Duration,
         log: &Path,
     ) -> Result<Prometheus, PeerError> {
+        // Prometheus resolves relative paths in its configuration against the file's directory.
+        let state_dir = &absolute(state_dir)?;
         let list_path = state_dir.join(crate::scrape_all::NODES_FILE);
         let list = std::fs::read_to_string(&list_path).map_err(|source| PeerError::Read {
             path: list_path.clone(),
@@ -729,6 +738,8 @@ impl Nginx {
         workers: u32,
         bodies: &[(String, Bytes)],
     ) -> Result<Nginx, PeerError> {
+        // nginx resolves relative paths against its prefix (`-p`).
+        let dir = &absolute(dir)?;
         mkdir(&dir.join("bodies"))?;
         mkdir(&dir.join("tmp"))?;
         let mut uris = Vec::new();
