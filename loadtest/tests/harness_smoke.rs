@@ -82,3 +82,52 @@ async fn the_smoke_case_writes_a_summary_and_plots_with_data() {
     assert!(value("fleet CPU").is_some(), "{figures}");
     assert!(outcome.passed, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_server_the_peers_case_skips_prometheus_and_nginx_and_still_times_the_parser() {
+    let case_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases/peers-smoke.toml");
+    let case_text = std::fs::read_to_string(&case_path).expect("peers-smoke case");
+    let mut case = Case::load(&case_path).expect("parses");
+    case.run.warmup = Duration::from_secs(1);
+    case.run.duration = Duration::from_secs(2);
+    case.run.margin = Duration::from_secs(30);
+    case.peers.memchr_bodies = 2;
+    let out = tempfile::tempdir().expect("dir");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(90),
+        runner::run(RunOptions {
+            case,
+            case_text,
+            out: out.path().to_path_buf(),
+            fleet_exe: env!("CARGO_BIN_EXE_loadtest").into(),
+            server_bin: None,
+            progress: false,
+        }),
+    )
+    .await
+    .expect("stops by itself")
+    .expect("runs");
+    let summary = outcome.summary;
+    assert!(summary.contains("**prometheus skipped**"), "{summary}");
+    assert!(summary.contains("**nginx skipped**"), "{summary}");
+    assert!(summary.contains("### Parser vs memchr"), "{summary}");
+    let figures: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("figures.json")).expect("figures.json"),
+    )
+    .expect("json");
+    let scan = &figures["peers"]["scan"];
+    assert_eq!(scan["bodies"], 2, "{figures}");
+    assert!(
+        scan["memchr_gb_per_s"].as_f64().is_some_and(|g| g > 0.0),
+        "{figures}"
+    );
+    assert!(
+        scan["decode_gb_per_s"].as_f64().is_some_and(|g| g > 0.0),
+        "{figures}"
+    );
+    let rows = figures["side_by_side"].as_array().expect("rows");
+    assert!(
+        rows.iter().any(|r| r["peer"] == "memchr newline count"),
+        "{figures}"
+    );
+}

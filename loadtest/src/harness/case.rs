@@ -45,6 +45,9 @@ pub struct Case {
     pub run: RunSpec,
     #[serde(default)]
     pub budgets: Budgets,
+    /// Peers run side by side with the server in the same run (`[peers]`).
+    #[serde(default)]
+    pub peers: PeersSpec,
 }
 
 /// The simulated cluster.
@@ -159,7 +162,7 @@ pub enum Protocol {
 }
 
 /// One stream of API requests.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
     pub kind: ShapeKind,
@@ -250,6 +253,97 @@ impl RunSpec {
     /// After this, every child is killed and the run reports what it has.
     pub fn hard_deadline(&self) -> Duration {
         self.warmup + self.duration + self.margin
+    }
+}
+
+/// Side-by-side comparisons on the same fleet and machine, in the same run.
+///
+/// - `prometheus`: Prometheus scrapes the same kubelets at the server's resolution during the
+///   warm-up and the window; CPU per 1,000 scrapes is compared.
+/// - `nginx`: after the window, nginx serves the response bytes the server gave for the load's
+///   paths, and the same load shapes (closed loop) run against the server and nginx in turn.
+/// - `memchr`: a few kubelet bodies are decoded by the server's parser and scanned for newlines
+///   with `memchr`, timed on this process's CPU clock.
+///
+/// A peer whose binary is missing is reported as skipped, with the reason; the run goes on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeersSpec {
+    #[serde(default)]
+    pub prometheus: bool,
+    #[serde(default)]
+    pub nginx: bool,
+    #[serde(default)]
+    pub memchr: bool,
+    /// The Prometheus binary: a path, or a name looked up in `PATH`.
+    #[serde(default = "default_prometheus_bin")]
+    pub prometheus_bin: String,
+    /// The nginx binary: a path, or a name looked up in `PATH`.
+    #[serde(default = "default_nginx_bin")]
+    pub nginx_bin: String,
+    /// nginx `worker_processes`.
+    #[serde(default = "one_u32")]
+    pub nginx_workers: u32,
+    /// Measured length of each leg (one shape against one target).
+    #[serde(default = "twenty_seconds", deserialize_with = "duration")]
+    pub leg: Duration,
+    /// Unmeasured start of each leg: connections open, the closed loop settles.
+    #[serde(default = "two_seconds", deserialize_with = "duration")]
+    pub leg_warmup: Duration,
+    /// How many times each shape alternates between the server and nginx.
+    #[serde(default = "one_u32")]
+    pub rounds: u32,
+    /// The shapes compared against nginx; absent: the case's `api.shapes`. Each runs closed
+    /// loop (any rate or period is dropped) so both sides are driven at their maximum rate.
+    #[serde(default)]
+    pub shapes: Vec<ShapeSpec>,
+    /// Kubelet bodies decoded and scanned by the `memchr` comparison.
+    #[serde(default = "four")]
+    pub memchr_bodies: usize,
+}
+
+fn default_prometheus_bin() -> String {
+    "prometheus".to_owned()
+}
+
+fn default_nginx_bin() -> String {
+    "nginx".to_owned()
+}
+
+fn twenty_seconds() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn four() -> usize {
+    4
+}
+
+impl Default for PeersSpec {
+    fn default() -> Self {
+        PeersSpec {
+            prometheus: false,
+            nginx: false,
+            memchr: false,
+            prometheus_bin: default_prometheus_bin(),
+            nginx_bin: default_nginx_bin(),
+            nginx_workers: 1,
+            leg: twenty_seconds(),
+            leg_warmup: two_seconds(),
+            rounds: 1,
+            shapes: Vec::new(),
+            memchr_bodies: four(),
+        }
+    }
+}
+
+impl PeersSpec {
+    /// Whether any peer is asked for.
+    pub fn any(&self) -> bool {
+        self.prometheus || self.nginx || self.memchr
     }
 }
 
@@ -347,7 +441,17 @@ impl Case {
                 return Err(self.invalid("churn rates must be finite and not negative"));
             }
         }
-        for shape in &self.api.shapes {
+        let peers = &self.peers;
+        if peers.nginx_workers == 0 || peers.rounds == 0 || peers.leg.is_zero() {
+            return Err(self.invalid("peers: nginx_workers, rounds and leg must be positive"));
+        }
+        if peers.memchr && peers.memchr_bodies == 0 {
+            return Err(self.invalid("peers: memchr_bodies must be at least 1"));
+        }
+        if peers.nginx && self.nginx_shapes().is_empty() {
+            return Err(self.invalid("peers: nginx needs api.shapes or peers.shapes"));
+        }
+        for shape in self.api.shapes.iter().chain(peers.shapes.iter()) {
             if shape.concurrency == 0 {
                 return Err(
                     self.invalid(format!("{}: concurrency must be at least 1", shape.label()))
@@ -377,6 +481,51 @@ impl Case {
             }
         }
         Ok(())
+    }
+
+    /// The shapes compared against nginx, closed loop.
+    pub fn nginx_shapes(&self) -> Vec<ShapeSpec> {
+        let shapes = if self.peers.shapes.is_empty() {
+            &self.api.shapes
+        } else {
+            &self.peers.shapes
+        };
+        shapes
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                s.rate = None;
+                s.every = None;
+                // The VPA is only a slow all-pods list: closed loop it is that list.
+                if s.kind == ShapeKind::Vpa {
+                    s.kind = ShapeKind::TopPodsAll;
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// Time the peers add after the measured window, beyond the run's own hard deadline.
+    pub fn peers_time(&self) -> Duration {
+        let mut t = Duration::ZERO;
+        if self.peers.nginx {
+            let legs = 2 * self.peers.rounds * self.nginx_shapes().len() as u32;
+            // Start-up, capturing bodies, and each leg's stop.
+            t += Duration::from_secs(30)
+                + (self.peers.leg + self.peers.leg_warmup + Duration::from_secs(5)) * legs;
+        }
+        if self.peers.memchr {
+            t += Duration::from_secs(30);
+        }
+        if self.peers.prometheus {
+            t += Duration::from_secs(30);
+        }
+        t
+    }
+
+    /// After this, every child is killed and the run reports what it has.
+    pub fn hard_deadline(&self) -> Duration {
+        self.run.hard_deadline() + self.peers_time()
     }
 
     /// The fault fractions as the fleet's kinds.
@@ -496,6 +645,32 @@ mod tests {
     fn a_path_shape_without_a_path_is_rejected() {
         let text = format!("{MINIMAL}\n[[api.shapes]]\nkind = \"path\"\n");
         assert!(matches!(Case::parse(&text), Err(CaseError::Invalid { .. })));
+    }
+
+    #[test]
+    fn peers_compare_the_load_shapes_closed_loop_and_extend_the_deadline() {
+        let text = format!(
+            "{MINIMAL}\n[[api.shapes]]\nkind = \"vpa\"\n[[api.shapes]]\nkind = \"hpa\"\nrate = 100.0\n[peers]\nnginx = true\nprometheus = true\nleg = \"10s\"\nrounds = 2\n"
+        );
+        let case = Case::parse(&text).expect("parses");
+        let shapes = case.nginx_shapes();
+        assert_eq!(shapes.len(), 2);
+        assert!(shapes.iter().all(|s| s.target_rate().is_none()));
+        assert_eq!(shapes[0].kind, ShapeKind::TopPodsAll);
+        assert!(case.peers.any());
+        // 2 shapes x 2 rounds x 2 targets = 8 legs of at least 10 s each.
+        assert!(case.hard_deadline() >= case.run.hard_deadline() + Duration::from_secs(80));
+        assert_eq!(
+            Case::parse(MINIMAL).expect("parses").peers,
+            PeersSpec::default()
+        );
+    }
+
+    #[test]
+    fn nginx_without_any_shape_is_rejected() {
+        let text = format!("{MINIMAL}\n[peers]\nnginx = true\n");
+        let err = Case::parse(&text).expect_err("rejected");
+        assert!(err.to_string().contains("nginx"), "{err}");
     }
 
     #[test]

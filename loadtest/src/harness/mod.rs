@@ -10,6 +10,7 @@ pub mod apiload;
 pub mod case;
 pub mod fleetctl;
 pub mod freshness;
+pub mod peers;
 pub mod plot;
 pub mod procstat;
 pub mod report;

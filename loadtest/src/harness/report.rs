@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::apiload::{window_all, StreamResult, WindowSummary};
 use super::case::{Budgets, Case};
 use super::freshness::{ProbeResult, PromHistogram};
+use super::peers::PeersReport;
 use super::plot::{line_chart, Line, PlotError};
 use super::procstat::ProcSeries;
 
@@ -71,6 +72,8 @@ pub struct MetricsScrape {
     pub t: f64,
     pub kubelet_request_duration: Option<PromHistogram>,
     pub api_metric_freshness: Option<PromHistogram>,
+    /// `metrics_server_kubelet_request_total{success="true"}`: completed scrapes so far.
+    pub kubelet_requests_ok: Option<f64>,
 }
 
 /// One figure against a peer run side by side (Prometheus, nginx, ...), when one was measured.
@@ -100,6 +103,8 @@ pub struct RunData {
     pub probe: Option<ProbeResult>,
     pub metrics: Vec<MetricsScrape>,
     pub side_by_side: Vec<SideBySide>,
+    /// What the peers (Prometheus, nginx, memchr) measured, or why they were skipped.
+    pub peers: PeersReport,
     pub notes: Vec<String>,
     pub deadline_hit: bool,
 }
@@ -192,6 +197,49 @@ impl RunData {
             .filter(|p| p.t >= self.window.0 && p.t <= self.window.1)
             .map(|p| p.lag_ms)
             .collect()
+    }
+
+    /// The server's completed scrapes over the window, from its counter (or, without one, its
+    /// request histogram's count).
+    pub fn server_scrapes_in_window(&self) -> Option<f64> {
+        let inside: Vec<&MetricsScrape> = self
+            .metrics
+            .iter()
+            .filter(|m| m.t >= self.window.0 - 1e-6 && m.t <= self.window.1 + 1e-6)
+            .collect();
+        let (first, last) = (inside.first()?, inside.last()?);
+        match (first.kubelet_requests_ok, last.kubelet_requests_ok) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => self
+                .metrics_window(|m| m.kubelet_request_duration.as_ref())
+                .map(|h| h.count),
+        }
+    }
+
+    /// CPU seconds a process spent over the window and the span they cover.
+    pub fn cpu_seconds_in_window(&self, role: &str) -> Option<f64> {
+        let p = self.proc(role)?;
+        let inside: Vec<_> = p
+            .points
+            .iter()
+            .filter(|q| q.t >= self.window.0 - 1e-6 && q.t <= self.window.1 + 1e-6)
+            .collect();
+        let (first, last) = (inside.first()?, inside.last()?);
+        (last.t > first.t).then_some(last.cpu_seconds - first.cpu_seconds)
+    }
+
+    /// Peak resident memory of a process over the window, MiB.
+    pub fn rss_peak_mib(&self, role: &str) -> Option<f64> {
+        self.proc(role)?
+            .max_rss_bytes(self.window.0, self.window.1)
+            .map(|b| b as f64 / (1024.0 * 1024.0))
+    }
+
+    /// Every side-by-side row: the ones set directly and the peers'.
+    pub fn all_side_by_side(&self) -> Vec<SideBySide> {
+        let mut rows = self.side_by_side.clone();
+        rows.extend(self.peers.side_by_side());
+        rows
     }
 
     /// The server's own histogram change over the window.
@@ -316,6 +364,22 @@ impl RunData {
                 None,
             ));
         }
+        if self.proc("prometheus").is_some() {
+            out.push(figure(
+                "Prometheus CPU (peer)",
+                "cores",
+                cpu("prometheus"),
+                None,
+                None,
+            ));
+            out.push(figure(
+                "Prometheus RSS (peak, peer)",
+                "MiB",
+                rss("prometheus"),
+                None,
+                None,
+            ));
+        }
         out.push(figure("fleet CPU", "cores", cpu("fleet"), None, None));
         out.push(figure("fleet RSS (peak)", "MiB", rss("fleet"), None, None));
         out.push(figure(
@@ -418,6 +482,36 @@ pub fn write_plots(dir: &Path, data: &RunData) -> Result<Plots, ReportError> {
             },
         ],
     )?;
+    // Scrapes per second: the server's completed scrapes and, beside it, Prometheus's.
+    let rate = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        points
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| (w[1].0, (w[1].1 - w[0].1) / (w[1].0 - w[0].0)))
+            .collect()
+    };
+    let mut scrape_rate = vec![Line {
+        name: "ours".into(),
+        points: rate(
+            data.metrics
+                .iter()
+                .filter_map(|m| Some((m.t, m.kubelet_requests_ok?)))
+                .collect(),
+        ),
+    }];
+    if !data.peers.prometheus_counts.is_empty() {
+        scrape_rate.push(Line {
+            name: "prometheus".into(),
+            points: rate(data.peers.prometheus_counts.clone()),
+        });
+    }
+    chart(
+        "scrape_rate.svg",
+        "Kubelet scrapes per second",
+        "1/s",
+        scrape_rate,
+    )?;
+
     let mut freshness = Vec::new();
     if let Some(probe) = &data.probe {
         freshness.push(Line {
@@ -644,13 +738,14 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         );
     }
 
-    if !data.side_by_side.is_empty() {
+    let side_by_side = data.all_side_by_side();
+    if !side_by_side.is_empty() {
         let _ = writeln!(md, "\n## Side by side\n");
         let _ = writeln!(
             md,
             "| figure | ours | peer | theirs | ratio | goal |\n|---|---|---|---|---|---|"
         );
-        for s in &data.side_by_side {
+        for s in &side_by_side {
             let ratio = if s.theirs != 0.0 {
                 Some(s.ours / s.theirs)
             } else {
@@ -668,6 +763,8 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
             );
         }
     }
+
+    md.push_str(&data.peers.markdown(fmt_value));
 
     if !plots.is_empty() {
         let _ = writeln!(
@@ -708,6 +805,7 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         window: (f64, f64),
         figures: &'a [Figure],
         side_by_side: &'a [SideBySide],
+        peers: &'a PeersReport,
     }
     let json = serde_json::to_string_pretty(&Json {
         case: &case.name,
@@ -716,7 +814,8 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         environment: &data.env,
         window: data.window,
         figures: &figures,
-        side_by_side: &data.side_by_side,
+        side_by_side: &side_by_side,
+        peers: &data.peers,
     })?;
     write_file(&dir.join("figures.json"), &json)?;
     Ok(md)

@@ -25,6 +25,7 @@ use super::apiload::{self, Client, Stream, Target};
 use super::case::{Case, Protocol};
 use super::fleetctl::{self, ControlClient};
 use super::freshness::{self, PromHistogram};
+use super::peers::{self, Nginx, NginxFigures, Prometheus, PrometheusFigures};
 use super::procstat;
 use super::report::{self, Environment, MetricsScrape, RunData};
 use crate::apiserver::{self, ApiServerConfig, ApiServerError};
@@ -36,6 +37,9 @@ use crate::scrape_all::{self, ScrapeConfig};
 pub const SERVER_KUBECONFIG: &str = "server.kubeconfig";
 /// Name of the bearer token file for API requests to the server, if the stand-in writes one.
 pub const API_TOKEN_FILE: &str = "api-token";
+/// Name of the token file of the cluster's administrator (`system:masters`), which may read the
+/// server's own `/metrics` (a non-resource path the metrics reader may not).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +197,9 @@ pub async fn serve_fleet(
     if let Some(token) = api.token(apiserver::METRICS_READER) {
         write(API_TOKEN_FILE, token.to_owned())?;
     }
+    if let Some(token) = api.token(apiserver::ADMIN_USER) {
+        write(ADMIN_TOKEN_FILE, token.to_owned())?;
+    }
     let c = case.fleet.churn;
     let rates = ChurnRates {
         pod_create: c.pod_create,
@@ -327,7 +334,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
 pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let case = &opts.case;
     let started = Instant::now();
-    let deadline = started + case.run.hard_deadline();
+    let deadline = started + case.hard_deadline();
     let out = opts.out.clone();
     let state_dir = out.join("state");
     let cert_dir = state_dir.join("certs");
@@ -486,8 +493,41 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     };
     let server_pid = server.as_ref().and_then(Child::id);
 
+    // === Prometheus beside the server, over the same warm-up and window ===
+    let mut prometheus: Option<Prometheus> = None;
+    if case.peers.prometheus {
+        match (&server, peers::find_binary(&case.peers.prometheus_bin)) {
+            (None, _) => data.peers.skip(
+                "prometheus",
+                "fleet-only mode: there is no server to compare with",
+            ),
+            (Some(_), None) => data.peers.skip(
+                "prometheus",
+                peers::PeerError::Missing {
+                    peer: "prometheus",
+                    bin: case.peers.prometheus_bin.clone(),
+                }
+                .to_string(),
+            ),
+            (Some(_), Some(bin)) => match Prometheus::start(
+                &bin,
+                &state_dir,
+                case.server.resolution,
+                &out.join("prometheus.log"),
+            )
+            .await
+            {
+                Ok(p) => prometheus = Some(p),
+                Err(e) => data.peers.skip("prometheus", e.to_string()),
+            },
+        }
+    }
+
     // === Load and measurement ===
     let began = Instant::now();
+    let began_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let window = (
         case.run.warmup.as_secs_f64(),
         (case.run.warmup + case.run.duration).as_secs_f64(),
@@ -501,6 +541,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     ];
     if let Some(pid) = server_pid {
         procs.insert(0, ("server".to_owned(), pid));
+    }
+    if let Some(p) = &prometheus {
+        procs.push(("prometheus".to_owned(), p.pid));
     }
     let sampler = tokio::spawn(procstat::sample(
         procs,
@@ -538,7 +581,12 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     };
 
     let (metrics_task, probe_task) = if server.is_some() {
-        let mut client = Client::new(target.clone(), Protocol::H2, Duration::from_secs(5))?;
+        // The server's /metrics is a non-resource path: the administrator may read it.
+        let metrics_target = Target {
+            token: read_trimmed(&state_dir.join(ADMIN_TOKEN_FILE)).or(target.token.clone()),
+            ..target.clone()
+        };
+        let mut client = Client::new(metrics_target, Protocol::H2, Duration::from_secs(5))?;
         let every = case.run.sample_interval;
         let stop_m = stop.clone();
         let metrics_task = tokio::spawn(async move {
@@ -561,6 +609,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                         api_metric_freshness: PromHistogram::parse(
                             &text,
                             "metrics_server_api_metric_freshness_seconds",
+                        ),
+                        kubelet_requests_ok: peers::sum_series(
+                            &text,
+                            "metrics_server_kubelet_request_total",
+                            "success=\"true\"",
                         ),
                     });
                 }
@@ -586,6 +639,15 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     } else {
         (None, None)
     };
+
+    let prometheus_sampler = prometheus.as_ref().map(|p| {
+        tokio::spawn(peers::sample_prometheus(
+            p.addr,
+            case.run.sample_interval,
+            began,
+            stop.clone(),
+        ))
+    });
 
     // The progress bar ticks until the window ends; this is the run's clock, not a wait for
     // another task.
@@ -651,15 +713,83 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                 .push("scraping by this process did not finish".to_owned()),
         }
     }
+    if let Some(t) = prometheus_sampler {
+        data.peers.prometheus_counts = join_by(t, deadline, &mut hit).await.unwrap_or_default();
+    }
+
+    // === Peers after the window ===
+    let grace = Duration::from_secs(5);
+    if let Some(p) = prometheus.take() {
+        let figures = prometheus_figures(&p, &data, began_unix).await;
+        p.stop(grace).await;
+        data.peers.prometheus = Some(figures);
+    }
+    if case.peers.nginx {
+        match (server_pid, peers::find_binary(&case.peers.nginx_bin)) {
+            (None, _) => data.peers.skip(
+                "nginx",
+                "fleet-only mode: there is no server to compare with",
+            ),
+            (Some(_), None) => data.peers.skip(
+                "nginx",
+                peers::PeerError::Missing {
+                    peer: "nginx",
+                    bin: case.peers.nginx_bin.clone(),
+                }
+                .to_string(),
+            ),
+            (Some(pid), Some(bin)) => {
+                let nginx_dir = state_dir.join("nginx");
+                let compared = tokio::time::timeout_at(
+                    deadline.into(),
+                    compare_with_nginx(case, &bin, &nginx_dir, &target, pid),
+                )
+                .await;
+                match compared {
+                    Ok(Ok(figures)) => data.peers.nginx = Some(figures),
+                    Ok(Err(e)) => data.peers.skip("nginx", e.to_string()),
+                    Err(_) => {
+                        hit = true;
+                        data.peers
+                            .skip("nginx", "the hard deadline passed during the legs");
+                    }
+                }
+            }
+        }
+    }
+    let scan_bodies = if case.peers.memchr {
+        match peers::fetch_kubelet_bodies(&state_dir, &healthy, case.peers.memchr_bodies).await {
+            Ok(bodies) => Some(bodies),
+            Err(e) => {
+                data.peers.skip("memchr", e.to_string());
+                None
+            }
+        }
+    } else {
+        None
+    };
     data.deadline_hit = hit;
 
     // === Stop children ===
-    let grace = Duration::from_secs(5);
     if let Some(mut s) = server {
         stop_child(&mut s, grace).await;
     }
     drop(fleet.stdin.take());
     stop_child(&mut fleet, grace).await;
+
+    // Timed with the other processes stopped: only this thread's CPU clock counts anyway.
+    if let Some(bodies) = scan_bodies {
+        match tokio::task::spawn_blocking(move || {
+            peers::time_scans(&bodies, Duration::from_millis(1500))
+        })
+        .await
+        {
+            Ok(scan) => data.peers.scan = Some(scan),
+            Err(e) => data
+                .peers
+                .skip("memchr", format!("the timing thread failed: {e}")),
+        }
+    }
 
     let summary = report::write_report(&out, case, &data)?;
     let passed = data.passed(&case.budgets);
@@ -669,6 +799,91 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         summary,
         out,
     })
+}
+
+/// Prometheus's and the server's scrapes and CPU over the window.
+async fn prometheus_figures(p: &Prometheus, data: &RunData, began_unix: f64) -> PrometheusFigures {
+    let (from, to) = data.window;
+    let range = (to - from).round().max(1.0) as u64;
+    let at = began_unix + to;
+    let scrapes = p
+        .query(&format!("sum(sum_over_time(up[{range}s]))"), at)
+        .await
+        .ok();
+    let targets_up = p.query("sum(up)", at).await.ok();
+    let counts: Vec<&(f64, f64)> = data
+        .peers
+        .prometheus_counts
+        .iter()
+        .filter(|(t, _)| *t >= from - 1e-6 && *t <= to + 1e-6)
+        .collect();
+    let iterations = match (counts.first(), counts.last()) {
+        (Some(a), Some(b)) => Some(b.1 - a.1),
+        _ => None,
+    };
+    PrometheusFigures {
+        version: p.version.clone(),
+        targets: p.targets,
+        targets_up,
+        scrapes,
+        iterations,
+        cpu_seconds: data.cpu_seconds_in_window("prometheus"),
+        rss_peak_mib: data.rss_peak_mib("prometheus"),
+        ours_scrapes: data.server_scrapes_in_window(),
+        ours_cpu_seconds: data.cpu_seconds_in_window("server"),
+        ours_rss_peak_mib: data.rss_peak_mib("server"),
+    }
+}
+
+/// Captures the server's bodies for the compared shapes, starts nginx on them, and runs each
+/// shape against the server and nginx in turn.
+async fn compare_with_nginx(
+    case: &Case,
+    bin: &Path,
+    dir: &Path,
+    ours: &Target,
+    server_pid: u32,
+) -> Result<NginxFigures, peers::PeerError> {
+    let streams: Vec<Stream> = case.nginx_shapes().iter().map(Stream::for_shape).collect();
+    let bodies = peers::capture_bodies(ours, &streams).await?;
+    let nginx = Nginx::start(bin, dir, case.peers.nginx_workers, &bodies).await?;
+    let theirs = peers::nginx_target(nginx.addr, ours.token.clone());
+    let mut figures = NginxFigures {
+        version: nginx.version.clone(),
+        workers: nginx.workers,
+        server_threads: peers::threads(server_pid),
+        bodies: bodies.iter().map(|(u, b)| (u.clone(), b.len())).collect(),
+        legs: Vec::new(),
+    };
+    let mut failed = None;
+    'legs: for round in 0..case.peers.rounds {
+        for stream in &streams {
+            for (peer, target, pid) in [("ours", ours, server_pid), ("nginx", &theirs, nginx.pid)] {
+                match peers::run_leg(
+                    target.clone(),
+                    stream.clone(),
+                    peer,
+                    round,
+                    case.peers.leg_warmup,
+                    case.peers.leg,
+                    pid,
+                )
+                .await
+                {
+                    Ok(leg) => figures.legs.push(leg),
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'legs;
+                    }
+                }
+            }
+        }
+    }
+    nginx.stop(Duration::from_secs(5)).await;
+    match failed {
+        Some(e) if figures.legs.is_empty() => Err(e),
+        _ => Ok(figures),
+    }
 }
 
 #[cfg(test)]
