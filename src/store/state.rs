@@ -192,10 +192,7 @@ impl NodeState {
         if node_metrics.is_none() && pods.is_empty() {
             return None;
         }
-        Some(NodeEntry {
-            node: node_metrics,
-            pods,
-        })
+        Some(NodeEntry::new(node_metrics, pods))
     }
 
     #[cfg(test)]

@@ -677,6 +677,19 @@ proptest! {
             prop_assert_eq!(snapshot.nodes().count(), snapshot.node_count());
             let by_ns: usize = (0..3).map(|ns| snapshot.pods_in_namespace(&format!("ns{ns}")).count()).sum();
             prop_assert_eq!(by_ns, snapshot.pod_count());
+            // The cached JSON parts are those of the very pod they come with, however the entry
+            // they were cached in has been shared or replaced since.
+            let with_json: Vec<_> = snapshot.pods_json().collect();
+            prop_assert_eq!(with_json.len(), listed.len());
+            for ((p, parts), q) in with_json.iter().zip(&listed) {
+                prop_assert_eq!(*p, *q);
+                let mut fresh = Vec::new();
+                let head = crate::api::render::pod_item_parts(&mut fresh, p);
+                prop_assert_eq!(parts.head, &fresh[..head]);
+                prop_assert_eq!(parts.tail, &fresh[head..]);
+            }
+            let by_ns_json: usize = (0..3).map(|ns| snapshot.pods_in_namespace_json(&format!("ns{ns}")).count()).sum();
+            prop_assert_eq!(by_ns_json, snapshot.pod_count());
         }
     }
 }
