@@ -329,6 +329,11 @@ impl NodeEntry {
         }
     }
 
+    /// Drops the cached JSON, for an entry about to be refilled with new values.
+    pub(crate) fn forget_json(&mut self) {
+        self.json = OnceLock::new();
+    }
+
     /// Position of the pod named so, looked for first at `slot`.
     fn pod_index(&self, namespace: &str, name: &str, slot: u32) -> Option<usize> {
         let hinted = usize::try_from(slot).ok();

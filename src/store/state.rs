@@ -24,6 +24,11 @@ pub(crate) struct NodeState {
     /// Our clock when `newest_sample` last moved forward; staleness is measured from it, so a
     /// kubelet clock that runs behind does not expire its node and a stuck one does.
     fresh_at: UnixNanos,
+    /// The entry published before the last one, kept for its allocations: once no snapshot or
+    /// reader holds it any more, the next publish refills it in place (see [`Self::next_entry`]).
+    spare: Option<Arc<NodeEntry>>,
+    /// The entry published last; becomes the spare at the next publish.
+    published: Option<Arc<NodeEntry>>,
 }
 
 #[derive(Debug)]
@@ -49,6 +54,8 @@ impl NodeState {
             pods: Vec::new(),
             newest_sample: UnixNanos::MIN,
             fresh_at: now,
+            spare: None,
+            published: None,
         }
     }
 
@@ -169,6 +176,64 @@ impl NodeState {
         now.saturating_sub(self.fresh_at) > staleness
     }
 
+    /// What this node can serve now, to publish; `None` if nothing.
+    ///
+    /// Refills the spare entry in place when nothing else holds it (no snapshot, no reader): in
+    /// steady state every pod and container is where it was, so the refill only overwrites
+    /// numbers, with no allocation and no reference-count traffic for names. Otherwise, as
+    /// [`Self::entry`], a new one.
+    pub(crate) fn next_entry(&mut self, node: &Name) -> Option<Arc<NodeEntry>> {
+        let next = match self.spare.take() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(entry) => self.refill(node, entry).then_some(spare),
+                None => self.entry(node).map(Arc::new),
+            },
+            None => self.entry(node).map(Arc::new),
+        };
+        self.spare = std::mem::replace(&mut self.published, next.clone());
+        next
+    }
+
+    /// Overwrites `entry` with what this node can serve now; false if nothing.
+    fn refill(&self, node: &Name, entry: &mut NodeEntry) -> bool {
+        entry.forget_json();
+        entry.node = self.node_metrics(node);
+        let mut served = 0;
+        for pod in &self.pods {
+            match entry.pods.get_mut(served) {
+                Some(slot) => {
+                    if pod.write_metrics(node, slot) {
+                        served += 1;
+                    }
+                }
+                None => {
+                    if let Some(metrics) = pod.metrics(node) {
+                        entry.pods.push(metrics);
+                        served += 1;
+                    }
+                }
+            }
+        }
+        entry.pods.truncate(served);
+        entry.node.is_some() || served > 0
+    }
+
+    fn node_metrics(&self, node: &Name) -> Option<NodeMetrics> {
+        self.node.as_ref().and_then(|points| match points.rate() {
+            Ok(rate) => Some(NodeMetrics {
+                name: node.clone(),
+                timestamp: rate.timestamp,
+                window: rate.window,
+                usage: rate.usage,
+            }),
+            Err(RateError::MissingPrevious) => None,
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "Skipped node usage.");
+                None
+            }
+        })
+    }
+
     /// What this node can serve now; `None` if nothing.
     pub(crate) fn entry(&self, node: &Name) -> Option<NodeEntry> {
         let node_metrics = self.node.as_ref().and_then(|points| match points.rate() {
@@ -213,6 +278,61 @@ impl NodeState {
 // === impl PodState ===
 
 impl PodState {
+    /// As [`Self::metrics`], written over `out` (whatever pod it held); false if not servable,
+    /// leaving `out` partly overwritten. Names already in place are kept, not cloned again.
+    fn write_metrics(&self, node: &Name, out: &mut PodMetrics) -> bool {
+        if self.containers.iter().any(|c| c.points.prev.is_none()) {
+            return false;
+        }
+        let mut earliest: Option<(UnixNanos, i64)> = None;
+        let mut written = 0;
+        for container in &self.containers {
+            match container.points.rate() {
+                Ok(rate) => {
+                    match out.containers.get_mut(written) {
+                        Some(slot) => {
+                            if !Arc::ptr_eq(&slot.name, &container.name) {
+                                slot.name = container.name.clone();
+                            }
+                            slot.usage = rate.usage;
+                        }
+                        None => out.containers.push(ContainerMetrics {
+                            name: container.name.clone(),
+                            usage: rate.usage,
+                        }),
+                    }
+                    written += 1;
+                    if earliest.is_none_or(|(timestamp, _)| timestamp > rate.timestamp) {
+                        earliest = Some((rate.timestamp, rate.window));
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    namespace = %self.namespace,
+                    pod = %self.name,
+                    container = %container.name,
+                    %error,
+                    "Skipped container usage."
+                ),
+            }
+        }
+        let Some((timestamp, window)) = earliest else {
+            return false;
+        };
+        out.containers.truncate(written);
+        for (slot, name) in [
+            (&mut out.namespace, &self.namespace),
+            (&mut out.name, &self.name),
+            (&mut out.node, node),
+        ] {
+            if !Arc::ptr_eq(slot, name) {
+                *slot = name.clone();
+            }
+        }
+        out.timestamp = timestamp;
+        out.window = window;
+        true
+    }
+
     /// The pod's usage, if servable: every container has two points and at least one has a rate.
     /// The pod's time is that of its container with the earliest sample.
     fn metrics(&self, node: &Name) -> Option<PodMetrics> {
