@@ -341,7 +341,7 @@ impl NodeEntry {
             if self
                 .pods
                 .get(i)
-                .is_some_and(|p| &*p.namespace == namespace && &*p.name == name)
+                .is_some_and(|p| same_str(&p.namespace, namespace) && same_str(&p.name, name))
             {
                 return hinted;
             }
@@ -422,6 +422,14 @@ impl<'s> EntryCache<'s> {
         self.by_address.insert(address, entry);
         Some(entry)
     }
+}
+
+/// String equality that first checks for the very same bytes: the index and the entries share
+/// interned names, so the hint check of a list walk costs no string comparison (and no touch of
+/// the name's bytes, a cache miss per pod across a large snapshot).
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 /// A position as stored in a [`PodOwner`]; one beyond `u32` just never matches.
