@@ -64,6 +64,43 @@ pub fn pod_metrics_list<'a>(
     });
 }
 
+/// The parts of one `PodMetricsList` item that depend on the pod's metrics alone, so a list can be
+/// served from parts rendered once per scrape: everything before `creationTimestamp` and labels
+/// (`head`) and everything after them (`tail`). See [`pod_item_parts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodItemParts<'a> {
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+/// Appends a pod's list-item parts to `out`, head then tail; returns the head's length.
+///
+/// With the request's time and the pod's labels between them, they make the item
+/// [`pod_metrics_list`] writes, byte for byte.
+pub fn pod_item_parts(out: &mut Vec<u8>, metrics: &PodMetrics) -> usize {
+    let start = out.len();
+    out.push(b'{');
+    pod_head(out, metrics);
+    let head = out.len() - start;
+    pod_tail(out, metrics);
+    head
+}
+
+/// Writes a `PodMetricsList` of items given as pre-rendered parts (see [`pod_item_parts`]) and
+/// labels, in the order given. The output equals [`pod_metrics_list`]'s for the same pods.
+pub fn pod_metrics_list_from_parts<'a>(
+    out: &mut Vec<u8>,
+    items: impl Iterator<Item = (PodItemParts<'a>, &'a Labels)>,
+    now: UnixNanos,
+) {
+    let now = gofmt::rfc3339(now);
+    list(out, "PodMetricsList", items, |out, (parts, labels)| {
+        out.extend_from_slice(parts.head);
+        creation_and_labels(out, labels, &now);
+        out.extend_from_slice(parts.tail);
+    });
+}
+
 /// Writes a Kubernetes `Status` failure object (`reason` such as `NotFound`, `BadRequest`).
 pub fn status(out: &mut Vec<u8>, code: u16, reason: &str, message: &str) {
     status_with_details(out, code, reason, message, None);
@@ -192,11 +229,21 @@ fn node_body(out: &mut Vec<u8>, metrics: &NodeMetrics, labels: &Labels, now: &[u
 
 /// Everything of a pod object after its opening brace and type fields.
 fn pod_body(out: &mut Vec<u8>, metrics: &PodMetrics, labels: &Labels, now: &[u8; 20]) {
+    pod_head(out, metrics);
+    creation_and_labels(out, labels, now);
+    pod_tail(out, metrics);
+}
+
+/// `"metadata":{"name":...,"namespace":...`: the metadata up to the creation time.
+fn pod_head(out: &mut Vec<u8>, metrics: &PodMetrics) {
     out.extend_from_slice(br#""metadata":{"name":"#);
     write_str(out, &metrics.name);
     out.extend_from_slice(br#","namespace":"#);
     write_str(out, &metrics.namespace);
-    creation_and_labels(out, labels, now);
+}
+
+/// Everything of a pod object after its metadata, closing brace included.
+fn pod_tail(out: &mut Vec<u8>, metrics: &PodMetrics) {
     times(out, metrics.timestamp, metrics.window);
     out.extend_from_slice(br#","containers":["#);
     for (i, ContainerMetrics { name, usage: u }) in metrics.containers.iter().enumerate() {
@@ -408,6 +455,38 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn a_list_from_pre_rendered_parts_equals_the_list_rendered_whole() {
+        let p1 = pod(
+            "kube-system",
+            "coredns",
+            &[("coredns", 7_338_891, 14_520 * 1024), ("side\"car", 1, 2)],
+        );
+        let p2 = pod("<ns>", "empty", &[]);
+        let l1 = Labels::from_pairs([("app", "dns"), ("k8s-app", "kube-dns")]);
+        let l2 = Labels::default();
+        let mut whole = Vec::new();
+        pod_metrics_list(&mut whole, [(&p1, &l1), (&p2, &l2)].into_iter(), NOW);
+
+        let mut rendered = Vec::new();
+        let mut spans = Vec::new();
+        for p in [&p1, &p2] {
+            let start = rendered.len();
+            let head = pod_item_parts(&mut rendered, p);
+            spans.push((start, start + head, rendered.len()));
+        }
+        let parts: Vec<PodItemParts<'_>> = spans
+            .iter()
+            .map(|&(start, mid, end)| PodItemParts {
+                head: &rendered[start..mid],
+                tail: &rendered[mid..end],
+            })
+            .collect();
+        let mut from_parts = Vec::new();
+        pod_metrics_list_from_parts(&mut from_parts, parts.into_iter().zip([&l1, &l2]), NOW);
+        assert_eq!(text(from_parts), text(whole));
     }
 
     #[test]

@@ -437,12 +437,21 @@ impl Router {
         };
         let snapshot: Arc<Snapshot> = self.store.snapshot();
         let view = self.cluster.view();
-        let mut out = Vec::with_capacity(512 * 16);
-        let pods: Box<dyn Iterator<Item = _>> = match namespace {
-            Some(ns) => Box::new(snapshot.pods_in_namespace(ns)),
-            None => Box::new(snapshot.pods()),
+        // Items come as JSON parts rendered once per scrape (see `Snapshot::pods_json`); sized
+        // for every pod of the snapshot (or a namespace's share) so the buffer rarely grows.
+        const ITEM_BYTES: usize = 512;
+        let expected = match namespace {
+            Some(_) => 64,
+            None => snapshot.pod_count(),
         };
-        let items = pods.filter_map(|metrics| {
+        let mut out = Vec::with_capacity(expected.saturating_mul(ITEM_BYTES).max(4096));
+        let pods: Box<dyn Iterator<Item = _>> = match namespace {
+            Some(ns) => Box::new(snapshot.pods_in_namespace_json(ns)),
+            None => Box::new(snapshot.pods_json()),
+        };
+        // One histogram update per request, with the same result as one per item.
+        let mut freshness = self.telemetry.freshness_batch();
+        let items = pods.filter_map(|(metrics, parts)| {
             let pod_labels = view.running_pod_labels(&metrics.namespace, &metrics.name)?;
             let selected = labels.as_ref().is_none_or(|s| s.matches(pod_labels))
                 && fields
@@ -451,10 +460,25 @@ impl Router {
             if !selected {
                 return None;
             }
-            self.freshness(now, metrics.timestamp);
-            Some((metrics, pod_labels))
+            // As `freshness` computes it.
+            freshness.observe(now.saturating_sub(metrics.timestamp).max(0) as f64 / 1e9);
+            Some((metrics, parts, pod_labels))
         });
-        pod_list(&mut out, wire.encoding, items, now);
+        // JSON comes from the cached parts; Table and protobuf are rendered from the metrics.
+        match wire.encoding {
+            Encoding::Json => render::pod_metrics_list_from_parts(
+                &mut out,
+                items.map(|(_, parts, pod_labels)| (parts, pod_labels)),
+                now,
+            ),
+            encoding => pod_list(
+                &mut out,
+                encoding,
+                items.map(|(metrics, _, pod_labels)| (metrics, pod_labels)),
+                now,
+            ),
+        }
+        self.telemetry.record_freshness(&freshness);
         wire.ok(out)
     }
 

@@ -151,6 +151,21 @@ pub(super) fn decode(body: &[u8], request_time: UnixNanos) -> Result<Decoded<'_>
             acc.stats.ignored_series += 1;
             continue;
         }
+        if matches!(
+            series,
+            Series::ContainerCpu | Series::ContainerMemory | Series::ContainerStartTime
+        ) {
+            // Nearly every line of a body; the kubelet's exact shape parses in one pass.
+            if let Some((labels, sample)) = line.kubelet_container_sample() {
+                let key = ContainerKey {
+                    namespace: Cow::Borrowed(labels.namespace),
+                    pod: Cow::Borrowed(labels.pod),
+                    container: Cow::Borrowed(labels.container),
+                };
+                acc.container_sample(series, key, &sample);
+                continue;
+            }
+        }
         match line.sample() {
             Ok(sample) => acc.sample(series, &sample)?,
             Err(error) => acc.stats.skip(error.into()),
@@ -205,35 +220,37 @@ impl<'a> Accumulator<'a> {
                 self.stats.samples += 1;
             }
             Series::ContainerCpu | Series::ContainerMemory | Series::ContainerStartTime => {
-                let key = match container_key(sample) {
-                    Ok(key) => key,
-                    Err(reason) => {
-                        self.stats.skip(reason);
-                        return Ok(());
-                    }
-                };
-                // The slot exists even when the value turns out unusable, so that the container
-                // counts as lacking that series and its pod is dropped rather than served partial.
-                let slot = self.container_slot(key);
-                let Some((value, timestamp)) = self.usable(sample) else {
-                    return Ok(());
-                };
-                let container = &mut self.containers[slot];
-                match series {
-                    Series::ContainerCpu => {
-                        container.cpu = Some(Cpu {
-                            nanos: cpu_nanos(value),
-                            timestamp,
-                        });
-                    }
-                    Series::ContainerMemory => container.memory = Some(memory_bytes(value)),
-                    _ => container.start_time = seconds_to_nanos(value),
+                match container_key(sample) {
+                    Ok(key) => self.container_sample(series, key, sample),
+                    Err(reason) => self.stats.skip(reason),
                 }
-                self.stats.samples += 1;
             }
             Series::PodTotal | Series::Ignored => self.stats.ignored_series += 1,
         }
         Ok(())
+    }
+
+    /// A container series' sample whose labels are already picked out.
+    #[inline]
+    fn container_sample(&mut self, series: Series, key: ContainerKey<'a>, sample: &Sample<'a>) {
+        // The slot exists even when the value turns out unusable, so that the container counts
+        // as lacking that series and its pod is dropped rather than served partial.
+        let slot = self.container_slot(key);
+        let Some((value, timestamp)) = self.usable(sample) else {
+            return;
+        };
+        let container = &mut self.containers[slot];
+        match series {
+            Series::ContainerCpu => {
+                container.cpu = Some(Cpu {
+                    nanos: cpu_nanos(value),
+                    timestamp,
+                });
+            }
+            Series::ContainerMemory => container.memory = Some(memory_bytes(value)),
+            _ => container.start_time = seconds_to_nanos(value),
+        }
+        self.stats.samples += 1;
     }
 
     /// The value and the sample time in nanoseconds, or `None` (counted) when either is unusable.

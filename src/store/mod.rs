@@ -189,7 +189,7 @@ pub(crate) fn write_locked(
     cell: &impl SnapshotCell,
 ) {
     state.update(scrape, now, resolution);
-    match state.entry(node).map(Arc::new) {
+    match state.next_entry(node) {
         Some(entry) => publish(cell, |current| current.with_node(node, Some(&entry))),
         None => unpublish_node(node, cell),
     }

@@ -4,15 +4,21 @@
 //! [`NodeEntry`], so a reader never sees half of a node's scrape. A second persistent map indexes
 //! pods by namespace and name; it changes only when a node's pod set changes, which keeps a steady
 //! node update at one path copy in one map however many pods the node runs.
+//!
+//! An entry also caches its pods' JSON list items (all but the request time and the labels,
+//! which change per request), rendered by the first list request that reads the entry: a list of
+//! every pod then mostly copies bytes, and each scrape's usage is rendered once however many
+//! requests serve it. Writers never pay for it, and a node nobody lists never renders.
 
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use equivalent::{Comparable, Equivalent};
 use imbl::OrdMap;
 
+use crate::api::render::{pod_item_parts, PodItemParts};
 use crate::model::{Name, NodeMetrics, PodMetrics};
 
 /// An immutable view of everything servable at one instant.
@@ -32,11 +38,31 @@ pub struct Snapshot {
 }
 
 /// What one node's last scrape made servable.
-#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct NodeEntry {
     pub(crate) node: Option<NodeMetrics>,
     /// Sorted by namespace, then name; no duplicates.
     pub(crate) pods: Vec<PodMetrics>,
+    /// The pods' JSON list-item parts, filled by the first reader that wants them.
+    json: OnceLock<PodJson>,
+}
+
+/// Every pod of an entry rendered by [`pod_item_parts`], back to back.
+struct PodJson {
+    bytes: Vec<u8>,
+    /// Per pod, in `pods` order: where its head ends and where its tail ends (its head starts
+    /// where the previous pod's tail ends).
+    ends: Vec<(usize, usize)>,
+}
+
+/// A node's entry by the address of the node name its index entries hold, so a walk of the index
+/// finds each pod's entry with one hash lookup instead of a search of the node map by name.
+///
+/// The key is the address of a `Name` the snapshot keeps alive for as long as the cache is
+/// borrowed, so no two live names share it; a name held in another allocation just takes another
+/// slot for the same entry.
+struct EntryCache<'s> {
+    nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
+    by_address: hashbrown::HashMap<usize, &'s NodeEntry, foldhash::fast::RandomState>,
 }
 
 /// The index key of a pod.
@@ -98,20 +124,41 @@ impl Snapshot {
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodMetrics> {
         let key = PodKeyRef { namespace, name };
         let owner = self.pod_owners.get(&key)?;
-        self.nodes
-            .get(&*owner.node)?
-            .pod(namespace, name, owner.slot)
+        let entry = self.nodes.get(&*owner.node)?;
+        let i = entry.pod_index(namespace, name, owner.slot)?;
+        entry.pods.get(i)
     }
 
     /// All pods sorted by namespace, then name.
     pub fn pods(&self) -> impl Iterator<Item = &PodMetrics> {
-        self.pod_owners
-            .iter()
-            .filter_map(|(key, owner)| self.owned_pod(key, owner))
+        self.owned_pods(self.pod_owners.iter())
+            .filter_map(|(entry, i)| entry.pods.get(i))
+    }
+
+    /// All pods sorted by namespace, then name, each with its JSON list-item parts (see
+    /// [`pod_item_parts`]).
+    pub fn pods_json(&self) -> impl Iterator<Item = (&PodMetrics, PodItemParts<'_>)> {
+        self.owned_pods(self.pod_owners.iter())
+            .filter_map(|(entry, i)| entry.pod_json(i))
     }
 
     /// One namespace's pods sorted by name, without walking other namespaces.
     pub fn pods_in_namespace(&self, namespace: &str) -> impl Iterator<Item = &PodMetrics> {
+        self.owned_pods(self.namespace_owners(namespace))
+            .filter_map(|(entry, i)| entry.pods.get(i))
+    }
+
+    /// One namespace's pods sorted by name, each with its JSON list-item parts.
+    pub fn pods_in_namespace_json(
+        &self,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&PodMetrics, PodItemParts<'_>)> {
+        self.owned_pods(self.namespace_owners(namespace))
+            .filter_map(|(entry, i)| entry.pod_json(i))
+    }
+
+    /// The index entries of one namespace, in order.
+    fn namespace_owners(&self, namespace: &str) -> impl Iterator<Item = (&PodKey, &PodOwner)> {
         // The iterator may borrow only `self`, so the range restarts from the first key of the
         // namespace as stored in the index.
         let first = self
@@ -130,7 +177,24 @@ impl Snapshot {
             self.pod_owners
                 .range::<_, PodKey>((Bound::Included(first), Bound::Unbounded))
                 .take_while(move |(key, _)| key.namespace == first.namespace)
-                .filter_map(|(key, owner)| self.owned_pod(key, owner))
+        })
+    }
+
+    /// Each index entry's node entry and position in it.
+    fn owned_pods<'s>(
+        &'s self,
+        owners: impl Iterator<Item = (&'s PodKey, &'s PodOwner)>,
+    ) -> impl Iterator<Item = (&'s NodeEntry, usize)> {
+        let mut entries = EntryCache {
+            nodes: &self.nodes,
+            by_address: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+        };
+        owners.filter_map(move |(key, owner)| {
+            let entry = entries.get(&owner.node)?;
+            Some((
+                entry,
+                entry.pod_index(&key.namespace, &key.name, owner.slot)?,
+            ))
         })
     }
 
@@ -175,12 +239,6 @@ impl Snapshot {
                 .and_then(|entry| entry.pods.get(owner.slot as usize))
                 .is_some_and(|p| p.namespace == key.namespace && p.name == key.name)
         })
-    }
-
-    fn owned_pod(&self, key: &PodKey, owner: &PodOwner) -> Option<&PodMetrics> {
-        self.nodes
-            .get(&*owner.node)?
-            .pod(&key.namespace, &key.name, owner.slot)
     }
 
     /// This snapshot with `node`'s entry replaced by `entry` (`None` removes it).
@@ -263,16 +321,50 @@ impl Snapshot {
 // === impl NodeEntry ===
 
 impl NodeEntry {
-    /// The pod named so, looked for first at `slot`.
-    fn pod(&self, namespace: &str, name: &str, slot: u32) -> Option<&PodMetrics> {
-        let hinted = usize::try_from(slot).ok().and_then(|i| self.pods.get(i));
-        if let Some(pod) = hinted.filter(|p| &*p.namespace == namespace && &*p.name == name) {
-            return Some(pod);
+    pub(crate) fn new(node: Option<NodeMetrics>, pods: Vec<PodMetrics>) -> Self {
+        NodeEntry {
+            node,
+            pods,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// Drops the cached JSON, for an entry about to be refilled with new values.
+    pub(crate) fn forget_json(&mut self) {
+        self.json = OnceLock::new();
+    }
+
+    /// Position of the pod named so, looked for first at `slot`.
+    fn pod_index(&self, namespace: &str, name: &str, slot: u32) -> Option<usize> {
+        let hinted = usize::try_from(slot).ok();
+        if let Some(i) = hinted {
+            if self
+                .pods
+                .get(i)
+                .is_some_and(|p| same_str(&p.namespace, namespace) && same_str(&p.name, name))
+            {
+                return hinted;
+            }
         }
         self.pods
             .binary_search_by(|p| (&*p.namespace, &*p.name).cmp(&(namespace, name)))
             .ok()
-            .map(|i| &self.pods[i])
+    }
+
+    /// The pod at position `i` with its JSON list-item parts, rendering the entry's parts first
+    /// if no reader has yet.
+    fn pod_json(&self, i: usize) -> Option<(&PodMetrics, PodItemParts<'_>)> {
+        let json = self.json.get_or_init(|| PodJson::render(&self.pods));
+        let start = match i.checked_sub(1) {
+            Some(before) => json.ends.get(before)?.1,
+            None => 0,
+        };
+        let &(head_end, tail_end) = json.ends.get(i)?;
+        let parts = PodItemParts {
+            head: json.bytes.get(start..head_end)?,
+            tail: json.bytes.get(head_end..tail_end)?,
+        };
+        Some((self.pods.get(i)?, parts))
     }
 
     /// (servable node points, served containers) this entry adds to the snapshot's counts.
@@ -280,6 +372,64 @@ impl NodeEntry {
         let containers = self.pods.iter().map(|p| p.containers.len()).sum();
         (usize::from(self.node.is_some()), containers)
     }
+}
+
+impl PartialEq for NodeEntry {
+    /// The served values; whether the JSON cache is filled yet does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.node == other.node && self.pods == other.pods
+    }
+}
+
+impl Eq for NodeEntry {}
+
+impl std::fmt::Debug for NodeEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeEntry")
+            .field("node", &self.node)
+            .field("pods", &self.pods)
+            .field("json_rendered", &self.json.get().is_some())
+            .finish()
+    }
+}
+
+// === impl PodJson ===
+
+impl PodJson {
+    fn render(pods: &[PodMetrics]) -> Self {
+        // About 200 bytes per pod plus 100 per container; one growth at most.
+        let containers: usize = pods.iter().map(|p| p.containers.len()).sum();
+        let mut bytes = Vec::with_capacity(pods.len() * 200 + containers * 100);
+        let mut ends = Vec::with_capacity(pods.len());
+        for pod in pods {
+            let start = bytes.len();
+            let head = pod_item_parts(&mut bytes, pod);
+            ends.push((start + head, bytes.len()));
+        }
+        PodJson { bytes, ends }
+    }
+}
+
+// === impl EntryCache ===
+
+impl<'s> EntryCache<'s> {
+    fn get(&mut self, node: &'s Name) -> Option<&'s NodeEntry> {
+        let address = Arc::as_ptr(node).cast::<u8>() as usize;
+        if let Some(&entry) = self.by_address.get(&address) {
+            return Some(entry);
+        }
+        let entry = &**self.nodes.get(&**node)?;
+        self.by_address.insert(address, entry);
+        Some(entry)
+    }
+}
+
+/// String equality that first checks for the very same bytes: the index and the entries share
+/// interned names, so the hint check of a list walk costs no string comparison (and no touch of
+/// the name's bytes, a cache miss per pod across a large snapshot).
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 /// A position as stored in a [`PodOwner`]; one beyond `u32` just never matches.

@@ -24,6 +24,15 @@ pub(crate) struct NodeState {
     /// Our clock when `newest_sample` last moved forward; staleness is measured from it, so a
     /// kubelet clock that runs behind does not expire its node and a stuck one does.
     fresh_at: UnixNanos,
+    /// The entry published before the last one, kept for its allocations: once no snapshot or
+    /// reader holds it any more, the next publish refills it in place (see [`Self::next_entry`]).
+    spare: Option<Arc<NodeEntry>>,
+    /// The entry published last; becomes the spare at the next publish.
+    published: Option<Arc<NodeEntry>>,
+    /// For each position in the last scrape, where that pod landed in `pods`: a kubelet lists
+    /// its pods in the same order every time, so the next scrape finds each pod's state at its
+    /// hinted position with one comparison instead of a binary search.
+    positions: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -49,6 +58,9 @@ impl NodeState {
             pods: Vec::new(),
             newest_sample: UnixNanos::MIN,
             fresh_at: now,
+            spare: None,
+            published: None,
+            positions: Vec::new(),
         }
     }
 
@@ -68,10 +80,22 @@ impl NodeState {
         // Old pods are consumed as they are matched: their container lists are reused in place.
         let mut old_pods = std::mem::take(&mut self.pods);
         let mut pods: Vec<PodState> = Vec::with_capacity(scrape.pods.len());
-        for pod in &scrape.pods {
-            let found = old_pods.binary_search_by(|p| {
-                (&*p.namespace, &*p.name).cmp(&(pod.namespace.as_ref(), pod.name.as_ref()))
-            });
+        for (position, pod) in scrape.pods.iter().enumerate() {
+            let hinted = self
+                .positions
+                .get(position)
+                .and_then(|&i| usize::try_from(i).ok())
+                .filter(|&i| {
+                    old_pods
+                        .get(i)
+                        .is_some_and(|p| *p.namespace == *pod.namespace && *p.name == *pod.name)
+                });
+            let found = match hinted {
+                Some(i) => Ok(i),
+                None => old_pods.binary_search_by(|p| {
+                    (&*p.namespace, &*p.name).cmp(&(pod.namespace.as_ref(), pod.name.as_ref()))
+                }),
+            };
             let (namespace, name, old_containers) = match found {
                 Ok(i) => {
                     let old = &mut old_pods[i];
@@ -138,11 +162,29 @@ impl NodeState {
                 containers,
             });
         }
-        // Stable, and nearly free on the kubelet's already-ordered output; the first of duplicate
-        // pods wins.
-        pods.sort_by(pod_state_order);
-        pods.dedup_by(|later, first| pod_state_order(later, first) == Ordering::Equal);
-        self.pods = pods;
+        // Sorted through a permutation, to learn where each scrape position lands. Stable, so
+        // the first of duplicate pods wins (a later duplicate points at the kept one).
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| pod_state_order(&pods[a], &pods[b]));
+        let mut unsorted: Vec<Option<PodState>> = pods.into_iter().map(Some).collect();
+        let mut sorted: Vec<PodState> = Vec::with_capacity(unsorted.len());
+        let mut positions = std::mem::take(&mut self.positions);
+        positions.clear();
+        positions.resize(unsorted.len(), 0);
+        for &at in &order {
+            let Some(pod) = unsorted.get_mut(at).and_then(Option::take) else {
+                continue;
+            };
+            let duplicate = sorted
+                .last()
+                .is_some_and(|kept| pod_state_order(kept, &pod) == Ordering::Equal);
+            if !duplicate {
+                sorted.push(pod);
+            }
+            positions[at] = slot(sorted.len() - 1);
+        }
+        self.pods = sorted;
+        self.positions = positions;
 
         if newest > self.newest_sample {
             self.newest_sample = newest;
@@ -169,6 +211,64 @@ impl NodeState {
         now.saturating_sub(self.fresh_at) > staleness
     }
 
+    /// What this node can serve now, to publish; `None` if nothing.
+    ///
+    /// Refills the spare entry in place when nothing else holds it (no snapshot, no reader): in
+    /// steady state every pod and container is where it was, so the refill only overwrites
+    /// numbers, with no allocation and no reference-count traffic for names. Otherwise, as
+    /// [`Self::entry`], a new one.
+    pub(crate) fn next_entry(&mut self, node: &Name) -> Option<Arc<NodeEntry>> {
+        let next = match self.spare.take() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(entry) => self.refill(node, entry).then_some(spare),
+                None => self.entry(node).map(Arc::new),
+            },
+            None => self.entry(node).map(Arc::new),
+        };
+        self.spare = std::mem::replace(&mut self.published, next.clone());
+        next
+    }
+
+    /// Overwrites `entry` with what this node can serve now; false if nothing.
+    fn refill(&self, node: &Name, entry: &mut NodeEntry) -> bool {
+        entry.forget_json();
+        entry.node = self.node_metrics(node);
+        let mut served = 0;
+        for pod in &self.pods {
+            match entry.pods.get_mut(served) {
+                Some(slot) => {
+                    if pod.write_metrics(node, slot) {
+                        served += 1;
+                    }
+                }
+                None => {
+                    if let Some(metrics) = pod.metrics(node) {
+                        entry.pods.push(metrics);
+                        served += 1;
+                    }
+                }
+            }
+        }
+        entry.pods.truncate(served);
+        entry.node.is_some() || served > 0
+    }
+
+    fn node_metrics(&self, node: &Name) -> Option<NodeMetrics> {
+        self.node.as_ref().and_then(|points| match points.rate() {
+            Ok(rate) => Some(NodeMetrics {
+                name: node.clone(),
+                timestamp: rate.timestamp,
+                window: rate.window,
+                usage: rate.usage,
+            }),
+            Err(RateError::MissingPrevious) => None,
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "Skipped node usage.");
+                None
+            }
+        })
+    }
+
     /// What this node can serve now; `None` if nothing.
     pub(crate) fn entry(&self, node: &Name) -> Option<NodeEntry> {
         let node_metrics = self.node.as_ref().and_then(|points| match points.rate() {
@@ -192,10 +292,7 @@ impl NodeState {
         if node_metrics.is_none() && pods.is_empty() {
             return None;
         }
-        Some(NodeEntry {
-            node: node_metrics,
-            pods,
-        })
+        Some(NodeEntry::new(node_metrics, pods))
     }
 
     #[cfg(test)]
@@ -216,6 +313,61 @@ impl NodeState {
 // === impl PodState ===
 
 impl PodState {
+    /// As [`Self::metrics`], written over `out` (whatever pod it held); false if not servable,
+    /// leaving `out` partly overwritten. Names already in place are kept, not cloned again.
+    fn write_metrics(&self, node: &Name, out: &mut PodMetrics) -> bool {
+        if self.containers.iter().any(|c| c.points.prev.is_none()) {
+            return false;
+        }
+        let mut earliest: Option<(UnixNanos, i64)> = None;
+        let mut written = 0;
+        for container in &self.containers {
+            match container.points.rate() {
+                Ok(rate) => {
+                    match out.containers.get_mut(written) {
+                        Some(slot) => {
+                            if !Arc::ptr_eq(&slot.name, &container.name) {
+                                slot.name = container.name.clone();
+                            }
+                            slot.usage = rate.usage;
+                        }
+                        None => out.containers.push(ContainerMetrics {
+                            name: container.name.clone(),
+                            usage: rate.usage,
+                        }),
+                    }
+                    written += 1;
+                    if earliest.is_none_or(|(timestamp, _)| timestamp > rate.timestamp) {
+                        earliest = Some((rate.timestamp, rate.window));
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    namespace = %self.namespace,
+                    pod = %self.name,
+                    container = %container.name,
+                    %error,
+                    "Skipped container usage."
+                ),
+            }
+        }
+        let Some((timestamp, window)) = earliest else {
+            return false;
+        };
+        out.containers.truncate(written);
+        for (slot, name) in [
+            (&mut out.namespace, &self.namespace),
+            (&mut out.name, &self.name),
+            (&mut out.node, node),
+        ] {
+            if !Arc::ptr_eq(slot, name) {
+                *slot = name.clone();
+            }
+        }
+        out.timestamp = timestamp;
+        out.window = window;
+        true
+    }
+
     /// The pod's usage, if servable: every container has two points and at least one has a rate.
     /// The pod's time is that of its container with the earliest sample.
     fn metrics(&self, node: &Name) -> Option<PodMetrics> {
@@ -264,6 +416,11 @@ fn intern_namespace(pods: &[PodState], near: usize, namespace: &str) -> Option<N
         .flatten()
         .find(|p| *p.namespace == *namespace)
         .map(|p| p.namespace.clone())
+}
+
+/// A position as a `u32`; a node never runs four billion pods, and a saturated hint just misses.
+fn slot(position: usize) -> u32 {
+    u32::try_from(position).unwrap_or(u32::MAX)
 }
 
 fn pod_state_order(a: &PodState, b: &PodState) -> Ordering {

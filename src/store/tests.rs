@@ -677,6 +677,19 @@ proptest! {
             prop_assert_eq!(snapshot.nodes().count(), snapshot.node_count());
             let by_ns: usize = (0..3).map(|ns| snapshot.pods_in_namespace(&format!("ns{ns}")).count()).sum();
             prop_assert_eq!(by_ns, snapshot.pod_count());
+            // The cached JSON parts are those of the very pod they come with, however the entry
+            // they were cached in has been shared or replaced since.
+            let with_json: Vec<_> = snapshot.pods_json().collect();
+            prop_assert_eq!(with_json.len(), listed.len());
+            for ((p, parts), q) in with_json.iter().zip(&listed) {
+                prop_assert_eq!(*p, *q);
+                let mut fresh = Vec::new();
+                let head = crate::api::render::pod_item_parts(&mut fresh, p);
+                prop_assert_eq!(parts.head, &fresh[..head]);
+                prop_assert_eq!(parts.tail, &fresh[head..]);
+            }
+            let by_ns_json: usize = (0..3).map(|ns| snapshot.pods_in_namespace_json(&format!("ns{ns}")).count()).sum();
+            prop_assert_eq!(by_ns_json, snapshot.pod_count());
         }
     }
 }
@@ -714,4 +727,43 @@ fn reordered_containers_keep_their_points() {
         .map(|c| (&*c.name, c.usage.cpu_nanocores))
         .collect();
     assert_eq!(usage, vec![("b", 1_000_000_000), ("a", 500_000_000)]);
+}
+
+#[test]
+fn entries_refilled_in_place_serve_what_fresh_entries_would() {
+    // `held` keeps every snapshot alive, so its node's entries are never free to refill; `free`
+    // drops them, so from the third write on each publish refills the spare entry in place.
+    let held = Store::new(config());
+    let free = Store::new(config());
+    let mut kept = Vec::new();
+    let node = name("n1");
+    let pod_sets: [&[(&str, &str)]; 7] = [
+        &[("a", "p1"), ("a", "p2"), ("b", "p1")],
+        &[("a", "p1"), ("a", "p2"), ("b", "p1")],
+        &[("a", "p1"), ("a", "p2"), ("b", "p1")],
+        &[("a", "p2"), ("b", "p1"), ("b", "p2"), ("c", "p9")],
+        &[("a", "p1")],
+        &[],
+        &[("a", "p1"), ("z", "p1")],
+    ];
+    let mut t = 100;
+    for pods in pod_sets.iter().chain(pod_sets.iter()) {
+        t += 15;
+        held.write_node(&node, &steady(t, pods), t * S);
+        kept.push(held.snapshot());
+        free.write_node(&node, &steady(t, pods), t * S);
+        let (a, b) = (held.snapshot(), free.snapshot());
+        assert_eq!(a.pods().collect::<Vec<_>>(), b.pods().collect::<Vec<_>>());
+        assert_eq!(a.node("n1"), b.node("n1"));
+        assert_eq!(a.container_count(), b.container_count());
+        assert!(b.slots_are_current());
+        let json = |s: &Snapshot| -> Vec<Vec<u8>> {
+            s.pods_json()
+                .map(|(_, parts)| [parts.head, parts.tail].concat())
+                .collect()
+        };
+        assert_eq!(json(&a), json(&b));
+    }
+    // The earliest snapshots a reader held still show their own time.
+    assert_eq!(kept[1].node("n1").unwrap().timestamp, 130 * S);
 }
