@@ -3,7 +3,7 @@
 //! The code under test is the store's own (`write_locked`, `unpublish_node`, `publish`,
 //! `Snapshot::with_node`); only the shard lock and the snapshot cell are loom models of what
 //! dashmap and arc-swap provide. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib store::loom_tests`.
+//! `RUSTFLAGS="--cfg store_loom" cargo test --release --lib store::loom_tests`.
 
 use std::borrow::Cow;
 

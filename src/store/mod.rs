@@ -18,7 +18,7 @@ mod snapshot;
 mod state;
 mod sync;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, store_loom))]
 mod loom_tests;
 #[cfg(test)]
 mod tests;

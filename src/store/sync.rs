@@ -1,27 +1,28 @@
 //! The synchronisation primitives the publish protocol is written against: `std` normally, `loom`
-//! under `--cfg loom`, so the model checker explores every interleaving of our own protocol.
+//! under `--cfg store_loom`, so the model checker explores every interleaving of our own protocol.
+//! The cfg is our own: the plain `loom` cfg would also switch tokio (and break its dependents).
 //!
 //! Loom cannot see inside `dashmap` or `arc-swap`, so the model replaces them with what they
 //! promise: a per-node mutex (the shard lock) and [`ModelCell`], a compare-and-swap cell built
 //! from one atomic pointer.
 
-#![cfg_attr(not(any(test, loom)), allow(dead_code, unused_imports))]
+#![cfg_attr(not(any(test, store_loom)), allow(dead_code, unused_imports))]
 
-#[cfg(loom)]
+#[cfg(store_loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicPtr, Ordering},
     Mutex,
 };
-#[cfg(not(loom))]
+#[cfg(not(store_loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicPtr, Ordering},
     Mutex,
 };
 
-#[cfg(any(test, loom))]
+#[cfg(any(test, store_loom))]
 pub(crate) use model::ModelCell;
 
-#[cfg(any(test, loom))]
+#[cfg(any(test, store_loom))]
 mod model {
     use std::sync::Arc;
 

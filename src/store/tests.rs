@@ -581,8 +581,8 @@ fn concurrent_writers_all_publish() {
     assert_eq!(snapshot.node_count(), 100);
 }
 
-// The model cell's atomics are loom's under `--cfg loom`, usable only inside a model.
-#[cfg(not(loom))]
+// The model cell's atomics are loom's under `--cfg store_loom`, usable only inside a model.
+#[cfg(not(store_loom))]
 #[test]
 fn model_cell_publishes_like_arc_swap() {
     let cell = sync::ModelCell::new(Snapshot::default());
