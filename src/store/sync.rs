@@ -6,7 +6,8 @@
 //! promise: a per-node mutex (the shard lock) and [`ModelCell`], a compare-and-swap cell built
 //! from one atomic pointer.
 
-#![cfg_attr(not(any(test, store_loom)), allow(dead_code, unused_imports))]
+// The model cell is used only by tests (with or without the model checker).
+#![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 #[cfg(store_loom)]
 pub(crate) use loom::sync::{
