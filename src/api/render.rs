@@ -260,7 +260,7 @@ fn pod_tail(out: &mut Vec<u8>, metrics: &PodMetrics) {
 }
 
 /// `"creationTimestamp":...,"labels":{...}}` closing the metadata object.
-fn creation_and_labels(out: &mut Vec<u8>, labels: &Labels, now: &[u8; 20]) {
+pub(crate) fn creation_and_labels(out: &mut Vec<u8>, labels: &Labels, now: &[u8; 20]) {
     out.extend_from_slice(br#","creationTimestamp":""#);
     out.extend_from_slice(now);
     out.push(b'"');

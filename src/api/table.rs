@@ -227,22 +227,8 @@ fn partial_object_metadata(
         out.extend_from_slice(br#","namespace":"#);
         write_str(out, namespace);
     }
-    out.extend_from_slice(br#","creationTimestamp":""#);
-    out.extend_from_slice(created);
-    out.push(b'"');
-    if !labels.is_empty() {
-        out.extend_from_slice(br#","labels":{"#);
-        for (i, (key, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, key);
-            out.push(b':');
-            write_str(out, value);
-        }
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"}}");
+    render::creation_and_labels(out, labels, created);
+    out.push(b'}');
 }
 
 /// Drops the newline the object renderer ends a response body with, so the object can be nested.
