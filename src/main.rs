@@ -9,6 +9,12 @@ use metrics_server::app;
 use metrics_server::config::{Config, ParseError};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the C library's allocator: each scrape allocates and frees per-connection
+/// buffers on several threads, and glibc's per-thread arenas kept that memory (fragmented) long
+/// after it was freed, so resident memory at 10,000 nodes was about twice the live heap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::try_parse_args(std::env::args_os()) {
         Ok(config) => config,
