@@ -2,6 +2,10 @@
 //! selectors, freshness accounting and rendering. Scenarios: "1000 nodes x 30 pods" (all pods, one
 //! namespace, a label-selected subset, all nodes).
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;

@@ -3,6 +3,10 @@
 //! Scenarios: "500-pod page" decoded into the slim wire type and, for comparison, into the full
 //! `k8s-openapi` Pod; "30,000 pods x 1,000 nodes initial list" applied to the writer.
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::ObjectList;

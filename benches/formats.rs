@@ -4,6 +4,10 @@
 //! Throughput is bytes written per second. The output buffer is reused (cleared, capacity kept)
 //! so the numbers measure encoding, not the allocator.
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

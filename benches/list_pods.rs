@@ -3,6 +3,10 @@
 //! reflector's view, freshness accounting and rendering. Throughput is bytes of JSON per second of
 //! the measuring thread's CPU time.
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -5,6 +5,10 @@
 //! line classified, every sample's value, timestamp and labels parsed), and counting lines with
 //! `memchr` (no parser can beat it; the gap says what parsing costs).
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -3,6 +3,10 @@
 //! Throughput is bytes of JSON written per second. The output buffer is reused (cleared, capacity
 //! kept) so the numbers measure rendering, not the allocator.
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

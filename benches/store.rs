@@ -6,6 +6,10 @@
 //! Time is the measuring thread's CPU time, not wall time: on a shared machine wall time mostly
 //! measures how long other processes held the cores.
 
+/// The allocator the server binary runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;

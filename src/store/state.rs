@@ -7,7 +7,9 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::model::{ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, UnixNanos};
+use crate::model::{
+    ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, PodScrape, UnixNanos,
+};
 
 use super::points::{Points, RateError};
 use super::snapshot::NodeEntry;
@@ -77,6 +79,11 @@ impl NodeState {
             Points::next_node(self.node.as_ref(), point)
         });
 
+        if self.update_in_place(scrape, resolution, &mut newest) {
+            self.note_newest(newest, now);
+            return;
+        }
+
         // Old pods are consumed as they are matched: their container lists are reused in place.
         let mut old_pods = std::mem::take(&mut self.pods);
         let mut pods: Vec<PodState> = Vec::with_capacity(scrape.pods.len());
@@ -114,48 +121,13 @@ impl NodeState {
                 }
             };
 
-            let same_containers = old_containers.len() == pod.containers.len()
-                && old_containers
-                    .iter()
-                    .zip(&pod.containers)
-                    .all(|(old, new)| *old.name == *new.name);
-            let containers = if same_containers {
-                // The steady case: same containers in the same order, updated in place.
-                let mut containers = old_containers;
-                for (state, container) in containers.iter_mut().zip(&pod.containers) {
-                    newest = newest.max(container.point.timestamp);
-                    state.points =
-                        Points::next_container(Some(&state.points), container.point, resolution);
-                }
-                containers
-            } else {
-                let mut containers: Vec<ContainerState> = Vec::with_capacity(pod.containers.len());
-                for container in &pod.containers {
-                    if containers.iter().any(|c| *c.name == *container.name) {
-                        tracing::debug!(
-                            namespace = %namespace,
-                            pod = %name,
-                            container = %container.name,
-                            "Dropped a duplicate container point."
-                        );
-                        continue;
-                    }
-                    newest = newest.max(container.point.timestamp);
-                    let old = old_containers.iter().find(|c| *c.name == *container.name);
-                    containers.push(ContainerState {
-                        name: old.map_or_else(
-                            || Name::from(container.name.as_ref()),
-                            |c| c.name.clone(),
-                        ),
-                        points: Points::next_container(
-                            old.map(|c| &c.points),
-                            container.point,
-                            resolution,
-                        ),
-                    });
-                }
-                containers
-            };
+            let containers = next_containers(
+                old_containers,
+                pod,
+                (&namespace, &name),
+                resolution,
+                &mut newest,
+            );
             pods.push(PodState {
                 namespace,
                 name,
@@ -185,7 +157,78 @@ impl NodeState {
         }
         self.pods = sorted;
         self.positions = positions;
+        self.note_newest(newest, now);
+    }
 
+    /// The steady case: the scrape lists exactly the pods of the last one, each at the position
+    /// it had then, so every pod's state is updated where it lies: no sorting, no new vectors, no
+    /// name reference counting. Returns `false`, having changed nothing, when the scrape differs
+    /// in any way (a pod added, gone, moved or repeated); the general path then takes it.
+    fn update_in_place(
+        &mut self,
+        scrape: &NodeScrape<'_>,
+        resolution: i64,
+        newest: &mut UnixNanos,
+    ) -> bool {
+        let pods = &self.pods;
+        if scrape.pods.len() != pods.len() || self.positions.len() != pods.len() {
+            return false;
+        }
+        // With as many positions as pods, every position hitting a distinct slot whose pod has
+        // the scraped name makes the positions a permutation of the sorted, duplicate-free pods.
+        // A pod lands at the slot its position names, so two positions naming one slot would be
+        // one pod listed twice, which the general path keeps once.
+        let all_hit = scrape.pods.iter().zip(&self.positions).all(|(pod, &slot)| {
+            usize::try_from(slot)
+                .ok()
+                .and_then(|i| pods.get(i))
+                .is_some_and(|old| *old.namespace == *pod.namespace && *old.name == *pod.name)
+        });
+        if !all_hit || !self.positions_are_a_permutation() {
+            return false;
+        }
+        for (pod, &slot) in scrape.pods.iter().zip(&self.positions) {
+            // Checked above: every slot is in range.
+            let Some(state) = self.pods.get_mut(slot as usize) else {
+                continue;
+            };
+            let old_containers = std::mem::take(&mut state.containers);
+            state.containers = next_containers(
+                old_containers,
+                pod,
+                (&state.namespace, &state.name),
+                resolution,
+                newest,
+            );
+        }
+        true
+    }
+
+    /// Whether `positions` names every slot of `pods` exactly once.
+    fn positions_are_a_permutation(&self) -> bool {
+        // Bits on the stack for a typical node; a very large one pays one allocation.
+        const INLINE_WORDS: usize = 8;
+        let words = self.pods.len().div_ceil(64);
+        let mut inline = [0u64; INLINE_WORDS];
+        let mut heap = Vec::new();
+        let seen: &mut [u64] = if words <= INLINE_WORDS {
+            &mut inline[..words]
+        } else {
+            heap.resize(words, 0u64);
+            &mut heap
+        };
+        for &slot in &self.positions {
+            let slot = slot as usize;
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            match seen.get_mut(word) {
+                Some(w) if *w & bit == 0 => *w |= bit,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn note_newest(&mut self, newest: UnixNanos, now: UnixNanos) {
         if newest > self.newest_sample {
             self.newest_sample = newest;
             self.fresh_at = now;
@@ -419,10 +462,196 @@ fn intern_namespace(pods: &[PodState], near: usize, namespace: &str) -> Option<N
 }
 
 /// A position as a `u32`; a node never runs four billion pods, and a saturated hint just misses.
+/// A pod's containers after a scrape: its old states updated in place when the kubelet lists the
+/// same containers in the same order (the steady case), else rebuilt by name, keeping the first
+/// of duplicate names.
+fn next_containers(
+    old_containers: Vec<ContainerState>,
+    pod: &PodScrape<'_>,
+    (namespace, name): (&Name, &Name),
+    resolution: i64,
+    newest: &mut UnixNanos,
+) -> Vec<ContainerState> {
+    let same_containers = old_containers.len() == pod.containers.len()
+        && old_containers
+            .iter()
+            .zip(&pod.containers)
+            .all(|(old, new)| *old.name == *new.name);
+    if same_containers {
+        let mut containers = old_containers;
+        for (state, container) in containers.iter_mut().zip(&pod.containers) {
+            *newest = (*newest).max(container.point.timestamp);
+            state.points = Points::next_container(Some(&state.points), container.point, resolution);
+        }
+        return containers;
+    }
+    let mut containers: Vec<ContainerState> = Vec::with_capacity(pod.containers.len());
+    for container in &pod.containers {
+        if containers.iter().any(|c| *c.name == *container.name) {
+            tracing::debug!(
+                namespace = %namespace,
+                pod = %name,
+                container = %container.name,
+                "Dropped a duplicate container point."
+            );
+            continue;
+        }
+        *newest = (*newest).max(container.point.timestamp);
+        let old = old_containers.iter().find(|c| *c.name == *container.name);
+        containers.push(ContainerState {
+            name: old.map_or_else(|| Name::from(container.name.as_ref()), |c| c.name.clone()),
+            points: Points::next_container(old.map(|c| &c.points), container.point, resolution),
+        });
+    }
+    containers
+}
+
 fn slot(position: usize) -> u32 {
     u32::try_from(position).unwrap_or(u32::MAX)
 }
 
 fn pod_state_order(a: &PodState, b: &PodState) -> Ordering {
     (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{ContainerScrape, MetricsPoint};
+
+    const S: i64 = 1_000_000_000;
+    const RESOLUTION: i64 = 15 * S;
+
+    /// One scrape at `t` seconds: each listed pod `(namespace, pod, containers)` with a value
+    /// derived from its listing position, so a pod's points depend on where it was listed.
+    fn scrape(t: i64, listed: &[(usize, usize, usize)]) -> (Vec<String>, Vec<MetricsPoint>) {
+        let names = listed
+            .iter()
+            .map(|(ns, p, _)| format!("ns{ns}/p{p}"))
+            .collect();
+        let points = listed
+            .iter()
+            .enumerate()
+            .map(|(i, _)| MetricsPoint {
+                start_time: 0,
+                timestamp: t * S,
+                cumulative_cpu_used: (t * S) as u64 * (i as u64 + 1),
+                memory_usage: 1000 + i as u64,
+            })
+            .collect();
+        (names, points)
+    }
+
+    fn node_scrape<'a>(
+        names: &'a [String],
+        points: &[MetricsPoint],
+        containers: &[(usize, usize, usize)],
+    ) -> NodeScrape<'a> {
+        NodeScrape {
+            node: points.first().copied(),
+            pods: names
+                .iter()
+                .zip(points)
+                .zip(containers)
+                .map(|((full, point), &(_, _, count))| {
+                    let (namespace, name) = full.split_once('/').unwrap_or((full, ""));
+                    PodScrape {
+                        namespace: Cow::Borrowed(namespace),
+                        name: Cow::Borrowed(name),
+                        containers: ["a", "b", "c"][..count]
+                            .iter()
+                            .map(|c| ContainerScrape {
+                                name: Cow::Borrowed(c),
+                                point: *point,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn listing() -> impl Strategy<Value = Vec<(usize, usize, usize)>> {
+        proptest::collection::vec((0..2usize, 0..4usize, 1..3usize), 0..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Updating in place (the steady case) serves exactly what the general path serves, for
+        /// any sequence of listings: repeated ones take the in-place path, changed, reordered or
+        /// duplicated ones must not.
+        #[test]
+        fn in_place_updates_serve_what_the_general_path_serves(
+            first in listing(),
+            steps in proptest::collection::vec((any::<bool>(), listing()), 1..8),
+        ) {
+            let node = Name::from("n1");
+            let mut fast = NodeState::new(0);
+            let mut general = NodeState::new(0);
+            let mut current = first;
+            for (t, (repeat, next)) in steps.into_iter().enumerate() {
+                if !repeat {
+                    current = next;
+                }
+                let t = t as i64 + 1;
+                let (names, points) = scrape(t * 15, &current);
+                let scrape = node_scrape(&names, &points, &current);
+                fast.update(&scrape, t * 15 * S, RESOLUTION);
+                // No remembered positions: the general path, always.
+                general.positions.clear();
+                general.update(&scrape, t * 15 * S, RESOLUTION);
+                let served = |state: &NodeState| state.entry(&node).map(|e| (e.node, e.pods));
+                prop_assert_eq!(served(&fast), served(&general));
+                prop_assert_eq!(fast.newest_sample, general.newest_sample);
+                prop_assert_eq!(fast.fresh_at, general.fresh_at);
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_listing_is_updated_in_place() {
+        let listed = [(0, 1, 1), (1, 0, 2), (0, 0, 1)];
+        let mut state = NodeState::new(0);
+        let (names, points) = scrape(15, &listed);
+        state.update(&node_scrape(&names, &points, &listed), 15 * S, RESOLUTION);
+        let before: Vec<*const PodState> = state.pods.iter().map(|p| p as *const _).collect();
+        let (names, points) = scrape(30, &listed);
+        let scrape = node_scrape(&names, &points, &listed);
+        let mut newest = UnixNanos::MIN;
+        assert!(state.update_in_place(&scrape, RESOLUTION, &mut newest));
+        let after: Vec<*const PodState> = state.pods.iter().map(|p| p as *const _).collect();
+        assert_eq!(before, after, "the pods stay where they were");
+        assert_eq!(newest, 30 * S);
+    }
+
+    #[test]
+    fn a_changed_listing_is_not_updated_in_place() {
+        let listed = [(0, 1, 1), (0, 2, 1)];
+        for changed in [
+            vec![(0, 1, 1), (0, 1, 1)],
+            vec![(0, 2, 1), (0, 1, 1)],
+            vec![(0, 1, 1)],
+            vec![(0, 1, 1), (0, 3, 1)],
+        ] {
+            let mut state = NodeState::new(0);
+            let (names, points) = scrape(15, &listed);
+            state.update(&node_scrape(&names, &points, &listed), 15 * S, RESOLUTION);
+            let (names, points) = scrape(30, &changed);
+            let mut newest = UnixNanos::MIN;
+            assert!(
+                !state.update_in_place(
+                    &node_scrape(&names, &points, &changed),
+                    RESOLUTION,
+                    &mut newest
+                ),
+                "{changed:?}"
+            );
+            assert_eq!(newest, UnixNanos::MIN, "nothing was touched");
+        }
+    }
 }
