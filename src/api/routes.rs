@@ -43,6 +43,10 @@ pub use crate::api::body::Body;
 /// [`body::render_off_thread`]): at ~0.5 KiB an item and ~250 MiB/s, about 2 ms of rendering, the
 /// most a worker may spend on one request without delaying the requests queued behind it.
 pub const OFF_THREAD_ITEMS: usize = 1_000;
+/// A filtered list is also rendered off the I/O workers when finding out whether it is short
+/// would mean examining more than this many pods per item allowed: the walk itself (a label
+/// lookup and match per pod) then costs what rendering a long list does.
+const EXAMINED_PER_SELECTED: usize = 4;
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -452,18 +456,8 @@ impl Router {
             Ok(selectors) => selectors,
             Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
-        let snapshot: Arc<Snapshot> = self.store.snapshot();
-        // Whether the list may be long: the whole snapshot's count, or a walk of the
-        // namespace's index that stops past the threshold (an HPA's namespace is a few steps).
-        let long = match namespace {
-            None => snapshot.pod_count() > self.off_thread_items,
-            Some(ns) => snapshot
-                .pods_in_namespace(ns)
-                .nth(self.off_thread_items)
-                .is_some(),
-        };
         let list = PodList {
-            snapshot,
+            snapshot: self.store.snapshot(),
             view: self.cluster.view(),
             telemetry: Arc::clone(&self.telemetry),
             namespace: namespace.map(str::to_owned),
@@ -472,18 +466,41 @@ impl Router {
             encoding: wire.encoding,
             now,
         };
-        if long {
-            let expected = list
-                .snapshot
-                .pod_count()
-                .saturating_mul(PodList::ITEM_BYTES);
-            return wire.ok(body::render_off_thread(expected, move |chunks| {
-                list.render_chunked(chunks)
-            }));
+        // Whether the list is short is known from the snapshot's count when nothing narrows it;
+        // otherwise from a walk that selects here, and gives up (the list is long) once it has
+        // examined too many pods or selected too many. An HPA's query, a label selector in a
+        // namespace, is a short walk and is answered from what it selected.
+        let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
+        let short = if whole {
+            (list.snapshot.pod_count() <= self.off_thread_items).then(Vec::new)
+        } else {
+            list.select_short(
+                self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED),
+                self.off_thread_items,
+            )
+        };
+        match short {
+            Some(selected) if !whole => {
+                let mut out = Vec::with_capacity((selected.len() + 1) * PodList::ITEM_BYTES);
+                list.render_items(&mut out, selected.into_iter());
+                wire.ok(out)
+            }
+            Some(_) => {
+                let mut out =
+                    Vec::with_capacity((list.snapshot.pod_count() + 1) * PodList::ITEM_BYTES);
+                list.render(&mut out);
+                wire.ok(out)
+            }
+            None => {
+                let expected = list
+                    .snapshot
+                    .pod_count()
+                    .saturating_mul(PodList::ITEM_BYTES);
+                wire.ok(body::render_off_thread(expected, move |chunks| {
+                    list.render_chunked(chunks)
+                }))
+            }
         }
-        let mut out = Vec::with_capacity(64 * PodList::ITEM_BYTES);
-        list.render(&mut out);
-        wire.ok(out)
     }
 
     fn get_pod(
@@ -627,39 +644,66 @@ impl PodList {
         br#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#;
     const JSON_TAIL: &'static [u8] = b"]}\n";
 
-    /// The selected pods, each with its cached JSON parts and labels, recording their freshness
-    /// in `freshness`.
-    fn items<'s>(
-        &'s self,
-        freshness: &'s mut crate::telemetry::FreshnessBatch,
-    ) -> impl Iterator<Item = (&'s PodMetrics, render::PodItemParts<'s>, &'s Labels)> + 's {
-        let pods: Box<dyn Iterator<Item = _>> = match &self.namespace {
+    /// The pods the walk visits: the namespace's, or all, with their cached JSON parts.
+    fn candidates(&self) -> Box<dyn Iterator<Item = (&PodMetrics, render::PodItemParts<'_>)> + '_> {
+        match &self.namespace {
             Some(ns) => Box::new(self.snapshot.pods_in_namespace_json(ns)),
             None => Box::new(self.snapshot.pods_json()),
-        };
-        pods.filter_map(move |(metrics, parts)| {
-            let pod_labels = self
-                .view
-                .running_pod_labels(&metrics.namespace, &metrics.name)?;
-            let selected = self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
-                && self
-                    .fields
-                    .as_ref()
-                    .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
-            if !selected {
-                return None;
-            }
-            freshness.observe(age_seconds(self.now, metrics.timestamp));
-            Some((metrics, parts, pod_labels))
+        }
+    }
+
+    /// A pod's labels if it is served (known and Running) and the selectors select it.
+    fn selected(&self, metrics: &PodMetrics) -> Option<&Labels> {
+        let pod_labels = self
+            .view
+            .running_pod_labels(&metrics.namespace, &metrics.name)?;
+        let selected = self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
+        selected.then_some(pod_labels)
+    }
+
+    /// The selected pods, each with its cached JSON parts and labels.
+    fn items(&self) -> impl Iterator<Item = PodItem<'_>> {
+        self.candidates().filter_map(|(metrics, parts)| {
+            self.selected(metrics)
+                .map(|pod_labels| (metrics, parts, pod_labels))
         })
     }
 
-    /// The whole list into `out`. JSON comes from the cached parts; Table and protobuf are
-    /// rendered from the metrics.
+    /// The selected pods, if the walk ends having examined at most `examined` pods and
+    /// selected at most `selected`.
+    fn select_short(&self, examined: usize, selected: usize) -> Option<Vec<PodItem<'_>>> {
+        let mut items = Vec::new();
+        for (seen, (metrics, parts)) in self.candidates().enumerate() {
+            if seen >= examined {
+                return None;
+            }
+            if let Some(pod_labels) = self.selected(metrics) {
+                if items.len() == selected {
+                    return None;
+                }
+                items.push((metrics, parts, pod_labels));
+            }
+        }
+        Some(items)
+    }
+
+    /// The whole list into `out`.
     fn render(&self, out: &mut Vec<u8>) {
+        self.render_items(out, self.items());
+    }
+
+    /// A list of `items` into `out`, recording their freshness. JSON comes from the cached
+    /// parts; Table and protobuf are rendered from the metrics.
+    fn render_items<'s>(&self, out: &mut Vec<u8>, items: impl Iterator<Item = PodItem<'s>>) {
         // One histogram update per request, with the same result as one per item.
         let mut freshness = self.telemetry.freshness_batch();
-        let items = self.items(&mut freshness);
+        let items = items.inspect(|(metrics, _, _)| {
+            freshness.observe(age_seconds(self.now, metrics.timestamp));
+        });
         match self.encoding {
             Encoding::Json => render::pod_metrics_list_from_parts(
                 out,
@@ -687,7 +731,8 @@ impl PodList {
         let now = crate::api::gofmt::rfc3339(self.now);
         chunks.buffer().extend_from_slice(Self::JSON_HEAD);
         let mut first = true;
-        for (_, parts, labels) in self.items(&mut freshness) {
+        for (metrics, parts, labels) in self.items() {
+            freshness.observe(age_seconds(self.now, metrics.timestamp));
             let out = chunks.buffer();
             if !first {
                 out.push(b',');
@@ -705,6 +750,9 @@ impl PodList {
         self.telemetry.record_freshness(&freshness);
     }
 }
+
+/// One selected pod of a list: its metrics, cached JSON parts and labels.
+type PodItem<'s> = (&'s PodMetrics, render::PodItemParts<'s>, &'s Labels);
 
 /// How old a point is at `now`, in seconds, as the freshness histogram takes it.
 fn age_seconds(now: UnixNanos, timestamp: UnixNanos) -> f64 {
@@ -1718,6 +1766,51 @@ mod tests {
         let mut empty = Vec::new();
         render::pod_metrics_list_from_parts(&mut empty, std::iter::empty(), T0);
         assert_eq!(empty, [PodList::JSON_HEAD, PodList::JSON_TAIL].concat());
+    }
+
+    #[test]
+    fn a_selector_picking_few_pods_of_a_namespace_is_answered_here_and_many_off_thread() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        // At most one item here: `web` holds four pods, two of them served.
+        let router = h.router.with_off_thread_items(1);
+        let get =
+            |path: &str, query: &str| router.respond(&Method::GET, path, query, T0 + 12 * SECOND);
+        let web = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
+        let picked = get(web, "labelSelector=app%3Dfront");
+        assert!(!picked.body().is_streamed());
+        let (code, body) = body_of(picked);
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(names(&list), ["web/front-1"]);
+        // Outside a runtime the long list is rendered here too, but it took the other path:
+        // its body still has the same items.
+        let (code, body) = body_of(get(web, ""));
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(names(&list), ["web/back-1", "web/front-1"]);
+        let telemetry = h.telemetry.encode();
+        assert!(
+            telemetry.contains("metrics_server_api_metric_freshness_seconds_count 3"),
+            "{telemetry}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_runtime_a_list_selecting_many_pods_is_streamed() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let router = h.router.with_off_thread_items(1);
+        let web = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
+        let now = T0 + 12 * SECOND;
+        let picked = router.respond(&Method::GET, web, "labelSelector=app%3Dfront", now);
+        assert!(!picked.body().is_streamed());
+        let many = router.respond(&Method::GET, web, "", now);
+        assert!(many.body().is_streamed());
+        let (code, _, body) = collected(many).await;
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(names(&list), ["web/back-1", "web/front-1"]);
     }
 
     #[test]
