@@ -70,6 +70,15 @@ pub trait ClusterLookup: Send + Sync {
     fn node_labels(&self, name: &str) -> Option<&Labels>;
     /// A pod's labels, if the pod is known and Running (only Running pods are served).
     fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels>;
+    /// One namespace's Running pods sorted by name, with their labels, if this view can walk
+    /// them in order. A filtered namespace list then matches labels along this walk and looks
+    /// up only the selected pods' metrics, instead of looking up every pod's labels.
+    fn running_pods_in_namespace<'s>(
+        &'s self,
+        _namespace: &str,
+    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+        None
+    }
 }
 
 impl ClusterSource for DiscoveryHandle {
@@ -89,6 +98,16 @@ impl ClusterLookup for ClusterView {
         self.pod(namespace, name)
             .filter(|info| info.running)
             .map(|info| &info.labels)
+    }
+    fn running_pods_in_namespace<'s>(
+        &'s self,
+        namespace: &str,
+    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+        Some(Box::new(
+            self.pods_in_namespace(namespace)
+                .filter(|info| info.running)
+                .map(|info| (&*info.name, &info.labels)),
+        ))
     }
 }
 
@@ -676,6 +695,9 @@ impl PodList {
     /// The selected pods, if the walk ends having examined at most `examined` pods and
     /// selected at most `selected`.
     fn select_short(&self, examined: usize, selected: usize) -> Option<Vec<PodItem<'_>>> {
+        if let Some(by_view) = self.select_short_by_view(examined, selected) {
+            return by_view;
+        }
         let mut items = Vec::new();
         for (seen, (metrics, parts)) in self.candidates().enumerate() {
             if seen >= examined {
@@ -689,6 +711,44 @@ impl PodList {
             }
         }
         Some(items)
+    }
+
+    /// As [`PodList::select_short`] for a namespace with a label selector, walking the view's
+    /// pods of the namespace (in name order, as the snapshot's) and looking up the metrics of
+    /// the selected ones only. `None` when that walk does not apply.
+    #[allow(clippy::option_option)]
+    fn select_short_by_view(
+        &self,
+        examined: usize,
+        selected: usize,
+    ) -> Option<Option<Vec<PodItem<'_>>>> {
+        let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
+            return None;
+        };
+        let pods = self.view.running_pods_in_namespace(namespace)?;
+        let mut items = Vec::new();
+        for (seen, (name, pod_labels)) in pods.enumerate() {
+            if seen >= examined {
+                return Some(None);
+            }
+            if !labels.matches(pod_labels)
+                || self
+                    .fields
+                    .as_ref()
+                    .is_some_and(|s| !s.matches(Some(namespace), name))
+            {
+                continue;
+            }
+            // A Running pod without metrics yet is not listed.
+            let Some((metrics, parts)) = self.snapshot.pod_json(namespace, name) else {
+                continue;
+            };
+            if items.len() == selected {
+                return Some(None);
+            }
+            items.push((metrics, parts, pod_labels));
+        }
+        Some(Some(items))
     }
 
     /// The whole list into `out`.
@@ -1115,6 +1175,19 @@ mod tests {
                 .get(&(namespace.to_owned(), name.to_owned()))
                 .filter(|(_, running)| *running)
                 .map(|(labels, _)| labels)
+        }
+        fn running_pods_in_namespace<'s>(
+            &'s self,
+            namespace: &str,
+        ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+            let namespace = namespace.to_owned();
+            Some(Box::new(
+                self.pods
+                    .range((namespace.clone(), String::new())..)
+                    .take_while(move |((ns, _), _)| *ns == namespace)
+                    .filter(|(_, (_, running))| *running)
+                    .map(|((_, name), (labels, _))| (name.as_str(), labels)),
+            ))
         }
     }
 
@@ -1713,6 +1786,14 @@ mod tests {
                 "labelSelector=app%3Deven",
             ),
             ("/apis/metrics.k8s.io/v1beta1/namespaces/ns-1/pods", ""),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns-1/pods",
+                "labelSelector=app%3Deven",
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns-2/pods",
+                "labelSelector=app%3Dodd&fieldSelector=metadata.name!%3Dpod-7-2",
+            ),
             ("/apis/metrics.k8s.io/v1beta1/nodes", ""),
             (
                 "/apis/metrics.k8s.io/v1beta1/nodes",
@@ -1753,7 +1834,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(streamed_bodies, 15, "every list here is long");
+        assert_eq!(streamed_bodies, 21, "every list here is long");
         // The JSON list really spans several chunks.
         let (_, _, all) =
             collected(streamed.respond(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", "", now))
