@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 /// How much rendered output is handed over at once.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks rendered ahead of the client: with [`CHUNK_BYTES`], at most 1 MiB per body in flight.
-const CHUNKS_IN_FLIGHT: usize = 4;
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// Room past a chunk's size, so the item that crosses the boundary rarely regrows the buffer.
 const CHUNK_SLACK: usize = 16 * 1024;
 

@@ -8,6 +8,12 @@
 //! A metrics read is encoded as its `Accept` header negotiates (JSON, a `meta.k8s.io` `Table`, or
 //! protobuf; `406` otherwise), and its errors as upstream's error writer negotiates them. The
 //! OpenAPI documents are served with kube-openapi's validators and caching headers.
+//!
+//! Handlers run on the I/O workers, so a handler's work must stay small. A list longer than
+//! [`OFF_THREAD_ITEMS`] is rendered on the blocking pool from the snapshot it loaded and
+//! streamed (see [`crate::api::body`]); whether a filtered list is long is found by selecting
+//! its items here, within a bounded walk. A namespace list with a label selector (an HPA's
+//! query) walks the view's pods of that namespace and looks up metrics only for the selected.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
