@@ -1,9 +1,11 @@
 //! The wiring: starts discovery, the scrape supervisor and the API, and stops them together.
 //!
-//! Everything runs inside one actix `System`. Discovery, the scrape actors and the expiry tick share
-//! the system's main arbiter; the API server has an arbiter (a thread) of its own, so serving a read
-//! never queues behind scrape work. SIGINT or SIGTERM starts shutdown: `/readyz` fails, the listener
-//! stops accepting, in-flight requests drain, scraping stops.
+//! Discovery, the scrape actors and the expiry tick run inside one actix `System` and share its
+//! main arbiter. The API server runs on a tokio runtime of its own with one worker per core (at
+//! least two; see [`server`] for why a work-stealing runtime rather than more arbiters), so serving
+//! a read never queues behind scrape work, and reads are served on every core. SIGINT or SIGTERM
+//! starts shutdown: `/readyz` fails, the listener stops accepting, in-flight requests drain,
+//! scraping stops.
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,7 +55,13 @@ pub enum AppError {
     Signals(io::Error),
     #[error("the API server stopped unexpectedly")]
     ServerStopped,
+    #[error("starting the API server's threads: {0}")]
+    ApiRuntime(io::Error),
 }
+
+/// How long the API runtime may take to end its blocking renderers once the server has stopped;
+/// each ends at its next chunk once its connection is gone.
+const API_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// Runs until SIGINT or SIGTERM. Fails fast on bad TLS material, a taken port or an unusable
 /// kubeconfig.
@@ -75,10 +83,33 @@ pub fn run(config: Config) -> Result<(), AppError> {
     let listener = bind(address).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
 
+    let api_runtime = api_runtime().map_err(AppError::ApiRuntime)?;
     let system = actix_rt::System::new();
-    let result = system.block_on(run_in_system(config, tls, listener, node_selector));
+    let result = system.block_on(run_in_system(
+        config,
+        tls,
+        listener,
+        node_selector,
+        api_runtime.handle().clone(),
+    ));
     actix_rt::System::current().stop();
+    // Outside any runtime's context, where a runtime may be shut down.
+    api_runtime.shutdown_timeout(API_RUNTIME_SHUTDOWN);
     result
+}
+
+/// The API server's runtime: one worker per core, at least two, so a request is never queued
+/// behind another on a busy worker while a core is idle. Large lists render on its blocking pool.
+pub fn api_runtime() -> io::Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(2)
+        .max(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("api")
+        .enable_all()
+        .build()
 }
 
 /// Binds the API's socket. `0.0.0.0` means every address, as it does for upstream's Go listener: the
@@ -102,6 +133,7 @@ async fn run_in_system(
     tls: Arc<rustls::ServerConfig>,
     listener: std::net::TcpListener,
     node_selector: Option<LabelSelector>,
+    api: tokio::runtime::Handle,
 ) -> Result<(), AppError> {
     let kube_config = discovery::load_config(config.kubeconfig.as_deref()).await?;
     let kubelet_tls = kubelet_tls(&config, &kube_config).await;
@@ -147,17 +179,14 @@ async fn run_in_system(
     let shutting_down = router.shutting_down();
     let (stop_serving, serving_stopped) = watch::channel(false);
     let (server_done, mut server_exited) = oneshot::channel::<()>();
-    let api_arbiter = actix_rt::Arbiter::new();
-    let spawned = api_arbiter.spawn(async move {
+    // The listener is registered with the API runtime's reactor, inside the task.
+    api.spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => server::serve(listener, tls, router, serving_stopped).await,
             Err(error) => tracing::error!(%error, "Cannot use the listening socket."),
         }
         let _ = server_done.send(());
     });
-    if !spawned {
-        return Err(AppError::ServerStopped);
-    }
 
     let expiry = actix_rt::spawn(expire_periodically(
         Arc::clone(&store),
@@ -181,7 +210,6 @@ async fn run_in_system(
     if server_running {
         let _ = tokio::time::timeout(Duration::from_secs(15), server_exited).await;
     }
-    api_arbiter.stop();
     outcome
 }
 

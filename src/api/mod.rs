@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod authn;
 pub mod authz;
+pub mod body;
 pub mod discovery_docs;
 pub mod gofmt;
 pub mod health;

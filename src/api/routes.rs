@@ -8,6 +8,12 @@
 //! A metrics read is encoded as its `Accept` header negotiates (JSON, a `meta.k8s.io` `Table`, or
 //! protobuf; `406` otherwise), and its errors as upstream's error writer negotiates them. The
 //! OpenAPI documents are served with kube-openapi's validators and caching headers.
+//!
+//! Handlers run on the I/O workers, so a handler's work must stay small. A list longer than
+//! [`OFF_THREAD_ITEMS`] is rendered on the blocking pool from the snapshot it loaded and
+//! streamed (see [`crate::api::body`]); whether a filtered list is long is found by selecting
+//! its items here, within a bounded walk. A namespace list with a label selector (an HPA's
+//! query) walks the view's pods of that namespace and looks up metrics only for the selected.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,9 +25,9 @@ use http::header::{
     IF_NONE_MATCH, LAST_MODIFIED, LOCATION, VARY,
 };
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::api::auth::{Auth, AuthError};
+use crate::api::body::{self, Chunks};
 use crate::api::discovery_docs;
 use crate::api::gofmt::CivilTime;
 use crate::api::health::{self, Endpoint, HealthConfig, HealthInputs};
@@ -37,7 +43,16 @@ use crate::store::{Snapshot, Store};
 use crate::telemetry::Telemetry;
 
 /// The response body type every handler returns.
-pub type Body = Full<Bytes>;
+pub use crate::api::body::Body;
+
+/// A list expected to hold more items than this is rendered off the I/O workers (see
+/// [`body::render_off_thread`]): at ~0.5 KiB an item and ~250 MiB/s, about 2 ms of rendering, the
+/// most a worker may spend on one request without delaying the requests queued behind it.
+pub const OFF_THREAD_ITEMS: usize = 1_000;
+/// A filtered list is also rendered off the I/O workers when finding out whether it is short
+/// would mean examining more than this many pods per item allowed: the walk itself (a label
+/// lookup and match per pod) then costs what rendering a long list does.
+const EXAMINED_PER_SELECTED: usize = 4;
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -61,6 +76,15 @@ pub trait ClusterLookup: Send + Sync {
     fn node_labels(&self, name: &str) -> Option<&Labels>;
     /// A pod's labels, if the pod is known and Running (only Running pods are served).
     fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels>;
+    /// One namespace's Running pods sorted by name, with their labels, if this view can walk
+    /// them in order. A filtered namespace list then matches labels along this walk and looks
+    /// up only the selected pods' metrics, instead of looking up every pod's labels.
+    fn running_pods_in_namespace<'s>(
+        &'s self,
+        _namespace: &str,
+    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+        None
+    }
 }
 
 impl ClusterSource for DiscoveryHandle {
@@ -81,6 +105,16 @@ impl ClusterLookup for ClusterView {
             .filter(|info| info.running)
             .map(|info| &info.labels)
     }
+    fn running_pods_in_namespace<'s>(
+        &'s self,
+        namespace: &str,
+    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+        Some(Box::new(
+            self.pods_in_namespace(namespace)
+                .filter(|info| info.running)
+                .map(|info| (&*info.name, &info.labels)),
+        ))
+    }
 }
 
 /// What every handler shares.
@@ -95,6 +129,8 @@ pub struct Router {
     health: HealthConfig,
     /// Set when shutdown starts, so `/readyz` fails while in-flight requests drain.
     shutting_down: Arc<AtomicBool>,
+    /// Lists expected to be longer than this are rendered off the I/O workers.
+    off_thread_items: usize,
 }
 
 /// The request headers the handlers read.
@@ -124,12 +160,12 @@ struct Negotiated<'a> {
 
 impl Negotiated<'_> {
     /// The success response carrying `body`.
-    fn ok(self, body: Vec<u8>) -> Response<Body> {
+    fn ok(self, body: impl Into<Body>) -> Response<Body> {
         let content_type = match self.encoding {
             Encoding::Json | Encoding::Table(..) => JSON,
             Encoding::Protobuf => negotiate::PROTOBUF_MEDIA_TYPE,
         };
-        response(200, content_type, body.into())
+        response(200, content_type, body)
     }
 
     fn status(self, code: u16, reason: &str, message: &str) -> Response<Body> {
@@ -199,7 +235,15 @@ impl Router {
             auth,
             health,
             shutting_down: Arc::new(AtomicBool::new(false)),
+            off_thread_items: OFF_THREAD_ITEMS,
         }
+    }
+
+    /// Renders lists expected to be longer than `items` off the I/O workers, instead of
+    /// [`OFF_THREAD_ITEMS`]. Tests use it to take that path with small data sets.
+    pub fn with_off_thread_items(mut self, items: usize) -> Self {
+        self.off_thread_items = items;
+        self
     }
 
     /// The flag shutdown sets; `/readyz` fails from then on.
@@ -375,23 +419,25 @@ impl Router {
             Ok(selectors) => selectors,
             Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
-        let snapshot = self.store.snapshot();
-        let view = self.cluster.view();
-        let mut out = Vec::with_capacity(256 * 16);
-        let items = snapshot.nodes().filter_map(|metrics| {
-            let node_labels = view.node_labels(&metrics.name)?;
-            let selected = self.node_selected(node_labels)
-                && labels.as_ref().is_none_or(|s| s.matches(node_labels))
-                && fields
-                    .as_ref()
-                    .is_none_or(|s| s.matches(None, &metrics.name));
-            if !selected {
-                return None;
-            }
-            self.freshness(now, metrics.timestamp);
-            Some((metrics, node_labels))
-        });
-        node_list(&mut out, wire.encoding, items, now);
+        let list = NodeList {
+            snapshot: self.store.snapshot(),
+            view: self.cluster.view(),
+            telemetry: Arc::clone(&self.telemetry),
+            node_selector: self.node_selector.clone(),
+            labels,
+            fields,
+            encoding: wire.encoding,
+            now,
+        };
+        const ITEM_BYTES: usize = 256;
+        let expected = list.snapshot.node_count().saturating_mul(ITEM_BYTES);
+        if list.snapshot.node_count() > self.off_thread_items {
+            return wire.ok(body::render_off_thread(expected, move |chunks| {
+                list.render(chunks.buffer());
+            }));
+        }
+        let mut out = Vec::with_capacity(expected.clamp(4096, 1 << 20));
+        list.render(&mut out);
         wire.ok(out)
     }
 
@@ -435,51 +481,51 @@ impl Router {
             Ok(selectors) => selectors,
             Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
-        let snapshot: Arc<Snapshot> = self.store.snapshot();
-        let view = self.cluster.view();
-        // Items come as JSON parts rendered once per scrape (see `Snapshot::pods_json`); sized
-        // for every pod of the snapshot (or a namespace's share) so the buffer rarely grows.
-        const ITEM_BYTES: usize = 512;
-        let expected = match namespace {
-            Some(_) => 64,
-            None => snapshot.pod_count(),
+        let list = PodList {
+            snapshot: self.store.snapshot(),
+            view: self.cluster.view(),
+            telemetry: Arc::clone(&self.telemetry),
+            namespace: namespace.map(str::to_owned),
+            labels,
+            fields,
+            encoding: wire.encoding,
+            now,
         };
-        let mut out = Vec::with_capacity(expected.saturating_mul(ITEM_BYTES).max(4096));
-        let pods: Box<dyn Iterator<Item = _>> = match namespace {
-            Some(ns) => Box::new(snapshot.pods_in_namespace_json(ns)),
-            None => Box::new(snapshot.pods_json()),
+        // Whether the list is short is known from the snapshot's count when nothing narrows it;
+        // otherwise from a walk that selects here, and gives up (the list is long) once it has
+        // examined too many pods or selected too many. An HPA's query, a label selector in a
+        // namespace, is a short walk and is answered from what it selected.
+        let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
+        let short = if whole {
+            (list.snapshot.pod_count() <= self.off_thread_items).then(Vec::new)
+        } else {
+            list.select_short(
+                self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED),
+                self.off_thread_items,
+            )
         };
-        // One histogram update per request, with the same result as one per item.
-        let mut freshness = self.telemetry.freshness_batch();
-        let items = pods.filter_map(|(metrics, parts)| {
-            let pod_labels = view.running_pod_labels(&metrics.namespace, &metrics.name)?;
-            let selected = labels.as_ref().is_none_or(|s| s.matches(pod_labels))
-                && fields
-                    .as_ref()
-                    .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
-            if !selected {
-                return None;
+        match short {
+            Some(selected) if !whole => {
+                let mut out = Vec::with_capacity((selected.len() + 1) * PodList::ITEM_BYTES);
+                list.render_items(&mut out, selected.into_iter());
+                wire.ok(out)
             }
-            // As `freshness` computes it.
-            freshness.observe(now.saturating_sub(metrics.timestamp).max(0) as f64 / 1e9);
-            Some((metrics, parts, pod_labels))
-        });
-        // JSON comes from the cached parts; Table and protobuf are rendered from the metrics.
-        match wire.encoding {
-            Encoding::Json => render::pod_metrics_list_from_parts(
-                &mut out,
-                items.map(|(_, parts, pod_labels)| (parts, pod_labels)),
-                now,
-            ),
-            encoding => pod_list(
-                &mut out,
-                encoding,
-                items.map(|(metrics, _, pod_labels)| (metrics, pod_labels)),
-                now,
-            ),
+            Some(_) => {
+                let mut out =
+                    Vec::with_capacity((list.snapshot.pod_count() + 1) * PodList::ITEM_BYTES);
+                list.render(&mut out);
+                wire.ok(out)
+            }
+            None => {
+                let expected = list
+                    .snapshot
+                    .pod_count()
+                    .saturating_mul(PodList::ITEM_BYTES);
+                wire.ok(body::render_off_thread(expected, move |chunks| {
+                    list.render_chunked(chunks)
+                }))
+            }
         }
-        self.telemetry.record_freshness(&freshness);
-        wire.ok(out)
     }
 
     fn get_pod(
@@ -539,7 +585,7 @@ impl Router {
                 .collect();
             tracing::info!(endpoint = endpoint.name(), failed = %failed.join("; "), "Health check failed.");
         }
-        response(answer.code, TEXT, answer.body.into())
+        response(answer.code, TEXT, Bytes::from(answer.body))
     }
 
     fn metrics(&self) -> Response<Body> {
@@ -547,7 +593,7 @@ impl Router {
         let nodes = snapshot.nodes().count() as u64;
         let containers = snapshot.pods().map(|pod| pod.containers.len() as u64).sum();
         self.telemetry.storage_points(nodes, containers);
-        response(200, OPENMETRICS, self.telemetry.encode().into())
+        response(200, OPENMETRICS, Bytes::from(self.telemetry.encode()))
     }
 
     fn node_selected(&self, labels: &Labels) -> bool {
@@ -557,9 +603,226 @@ impl Router {
     }
 
     fn freshness(&self, now: UnixNanos, timestamp: UnixNanos) {
-        let age = now.saturating_sub(timestamp).max(0) as f64 / 1e9;
-        self.telemetry.metric_freshness(age);
+        self.telemetry.metric_freshness(age_seconds(now, timestamp));
     }
+}
+
+/// A node list request, owning what it reads so it can be rendered on another thread.
+struct NodeList {
+    snapshot: Arc<Snapshot>,
+    view: Arc<dyn ClusterLookup>,
+    telemetry: Arc<Telemetry>,
+    node_selector: Option<LabelSelector>,
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+    encoding: Encoding,
+    now: UnixNanos,
+}
+
+// === impl NodeList ===
+
+impl NodeList {
+    fn render(&self, out: &mut Vec<u8>) {
+        let mut freshness = self.telemetry.freshness_batch();
+        let items = self.snapshot.nodes().filter_map(|metrics| {
+            let node_labels = self.view.node_labels(&metrics.name)?;
+            let selected = self
+                .node_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(node_labels))
+                && self.labels.as_ref().is_none_or(|s| s.matches(node_labels))
+                && self
+                    .fields
+                    .as_ref()
+                    .is_none_or(|s| s.matches(None, &metrics.name));
+            if !selected {
+                return None;
+            }
+            freshness.observe(age_seconds(self.now, metrics.timestamp));
+            Some((metrics, node_labels))
+        });
+        node_list(out, self.encoding, items, self.now);
+        self.telemetry.record_freshness(&freshness);
+    }
+}
+
+/// A pod list request, owning what it reads so it can be rendered on another thread.
+struct PodList {
+    snapshot: Arc<Snapshot>,
+    view: Arc<dyn ClusterLookup>,
+    telemetry: Arc<Telemetry>,
+    namespace: Option<String>,
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+    encoding: Encoding,
+    now: UnixNanos,
+}
+
+// === impl PodList ===
+
+impl PodList {
+    /// A JSON list item's usual size, to size buffers.
+    const ITEM_BYTES: usize = 512;
+    /// How a JSON `PodMetricsList` opens and closes, as [`render::pod_metrics_list_from_parts`]
+    /// writes it (a test holds the two to the same bytes).
+    const JSON_HEAD: &'static [u8] =
+        br#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#;
+    const JSON_TAIL: &'static [u8] = b"]}\n";
+
+    /// The pods the walk visits: the namespace's, or all, with their cached JSON parts.
+    fn candidates(&self) -> Box<dyn Iterator<Item = (&PodMetrics, render::PodItemParts<'_>)> + '_> {
+        match &self.namespace {
+            Some(ns) => Box::new(self.snapshot.pods_in_namespace_json(ns)),
+            None => Box::new(self.snapshot.pods_json()),
+        }
+    }
+
+    /// A pod's labels if it is served (known and Running) and the selectors select it.
+    fn selected(&self, metrics: &PodMetrics) -> Option<&Labels> {
+        let pod_labels = self
+            .view
+            .running_pod_labels(&metrics.namespace, &metrics.name)?;
+        let selected = self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
+        selected.then_some(pod_labels)
+    }
+
+    /// The selected pods, each with its cached JSON parts and labels.
+    fn items(&self) -> impl Iterator<Item = PodItem<'_>> {
+        self.candidates().filter_map(|(metrics, parts)| {
+            self.selected(metrics)
+                .map(|pod_labels| (metrics, parts, pod_labels))
+        })
+    }
+
+    /// The selected pods, if the walk ends having examined at most `examined` pods and
+    /// selected at most `selected`.
+    fn select_short(&self, examined: usize, selected: usize) -> Option<Vec<PodItem<'_>>> {
+        if let Some(by_view) = self.select_short_by_view(examined, selected) {
+            return by_view;
+        }
+        let mut items = Vec::new();
+        for (seen, (metrics, parts)) in self.candidates().enumerate() {
+            if seen >= examined {
+                return None;
+            }
+            if let Some(pod_labels) = self.selected(metrics) {
+                if items.len() == selected {
+                    return None;
+                }
+                items.push((metrics, parts, pod_labels));
+            }
+        }
+        Some(items)
+    }
+
+    /// As [`PodList::select_short`] for a namespace with a label selector, walking the view's
+    /// pods of the namespace (in name order, as the snapshot's) and looking up the metrics of
+    /// the selected ones only. `None` when that walk does not apply.
+    #[allow(clippy::option_option)]
+    fn select_short_by_view(
+        &self,
+        examined: usize,
+        selected: usize,
+    ) -> Option<Option<Vec<PodItem<'_>>>> {
+        let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
+            return None;
+        };
+        let pods = self.view.running_pods_in_namespace(namespace)?;
+        let mut items = Vec::new();
+        for (seen, (name, pod_labels)) in pods.enumerate() {
+            if seen >= examined {
+                return Some(None);
+            }
+            if !labels.matches(pod_labels)
+                || self
+                    .fields
+                    .as_ref()
+                    .is_some_and(|s| !s.matches(Some(namespace), name))
+            {
+                continue;
+            }
+            // A Running pod without metrics yet is not listed.
+            let Some((metrics, parts)) = self.snapshot.pod_json(namespace, name) else {
+                continue;
+            };
+            if items.len() == selected {
+                return Some(None);
+            }
+            items.push((metrics, parts, pod_labels));
+        }
+        Some(Some(items))
+    }
+
+    /// The whole list into `out`.
+    fn render(&self, out: &mut Vec<u8>) {
+        self.render_items(out, self.items());
+    }
+
+    /// A list of `items` into `out`, recording their freshness. JSON comes from the cached
+    /// parts; Table and protobuf are rendered from the metrics.
+    fn render_items<'s>(&self, out: &mut Vec<u8>, items: impl Iterator<Item = PodItem<'s>>) {
+        // One histogram update per request, with the same result as one per item.
+        let mut freshness = self.telemetry.freshness_batch();
+        let items = items.inspect(|(metrics, _, _)| {
+            freshness.observe(age_seconds(self.now, metrics.timestamp));
+        });
+        match self.encoding {
+            Encoding::Json => render::pod_metrics_list_from_parts(
+                out,
+                items.map(|(_, parts, pod_labels)| (parts, pod_labels)),
+                self.now,
+            ),
+            encoding => pod_list(
+                out,
+                encoding,
+                items.map(|(metrics, _, pod_labels)| (metrics, pod_labels)),
+                self.now,
+            ),
+        }
+        self.telemetry.record_freshness(&freshness);
+    }
+
+    /// As [`PodList::render`], handing JSON over a chunk at a time as it is written; the other
+    /// encodings are rendered whole, then handed over.
+    fn render_chunked(&self, chunks: &mut Chunks) {
+        if self.encoding != Encoding::Json {
+            self.render(chunks.buffer());
+            return;
+        }
+        let mut freshness = self.telemetry.freshness_batch();
+        let now = crate::api::gofmt::rfc3339(self.now);
+        chunks.buffer().extend_from_slice(Self::JSON_HEAD);
+        let mut first = true;
+        for (metrics, parts, labels) in self.items() {
+            freshness.observe(age_seconds(self.now, metrics.timestamp));
+            let out = chunks.buffer();
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(parts.head);
+            render::creation_and_labels(out, labels, &now);
+            out.extend_from_slice(parts.tail);
+            if !chunks.flush_full() {
+                // The client went away; what was rendered is not recorded as served.
+                return;
+            }
+        }
+        chunks.buffer().extend_from_slice(Self::JSON_TAIL);
+        self.telemetry.record_freshness(&freshness);
+    }
+}
+
+/// One selected pod of a list: its metrics, cached JSON parts and labels.
+type PodItem<'s> = (&'s PodMetrics, render::PodItemParts<'s>, &'s Labels);
+
+/// How old a point is at `now`, in seconds, as the freshness histogram takes it.
+fn age_seconds(now: UnixNanos, timestamp: UnixNanos) -> f64 {
+    now.saturating_sub(timestamp).max(0) as f64 / 1e9
 }
 
 /// A response to `HEAD`: its status and headers with an empty body. The length is then that of
@@ -665,8 +928,8 @@ fn decode(raw: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn response(code: u16, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+fn response(code: u16, content_type: &'static str, body: impl Into<Body>) -> Response<Body> {
+    let mut response = Response::new(body.into());
     *response.status_mut() =
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
@@ -697,7 +960,7 @@ fn not_found_for(accept: Option<&str>, group: &str, resource: &str, name: &str) 
     }
     let mut out = Vec::with_capacity(256);
     render::status_not_found(&mut out, group, resource, name);
-    response(404, JSON, out.into())
+    response(404, JSON, out)
 }
 
 fn json(body: Bytes) -> Response<Body> {
@@ -716,10 +979,10 @@ fn status_for(
     let mut out = Vec::with_capacity(160);
     if negotiate::negotiate_status(accept) == Format::Protobuf {
         protobuf::status(&mut out, code, reason, message, details);
-        return response(code, negotiate::PROTOBUF_MEDIA_TYPE, out.into());
+        return response(code, negotiate::PROTOBUF_MEDIA_TYPE, out);
     }
     render::status_with_details(&mut out, code, reason, message, details);
-    response(code, JSON, out.into())
+    response(code, JSON, out)
 }
 
 /// A list (or a one-row table) of nodes in `encoding`.
@@ -918,6 +1181,19 @@ mod tests {
                 .get(&(namespace.to_owned(), name.to_owned()))
                 .filter(|(_, running)| *running)
                 .map(|(labels, _)| labels)
+        }
+        fn running_pods_in_namespace<'s>(
+            &'s self,
+            namespace: &str,
+        ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
+            let namespace = namespace.to_owned();
+            Some(Box::new(
+                self.pods
+                    .range((namespace.clone(), String::new())..)
+                    .take_while(move |((ns, _), _)| *ns == namespace)
+                    .filter(|(_, (_, running))| *running)
+                    .map(|((_, name), (labels, _))| (name.as_str(), labels)),
+            ))
         }
     }
 
@@ -1432,6 +1708,212 @@ mod tests {
         );
         let table: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(table["rows"][1]["object"]["kind"], "NodeMetrics");
+    }
+
+    /// A store of `nodes` nodes with three pods each in namespaces `ns-0..3`, and its view.
+    fn wide_cluster(nodes: usize) -> (Arc<Store>, Fixture) {
+        let names: Vec<(String, Vec<(String, String)>)> = (0..nodes)
+            .map(|n| {
+                let pods = (0..3)
+                    .map(|p| (format!("ns-{p}"), format!("pod-{n}-{p}")))
+                    .collect();
+                (format!("node-{n:04}"), pods)
+            })
+            .collect();
+        let borrowed: Vec<(&str, Vec<(&str, &str)>)> = names
+            .iter()
+            .map(|(node, pods)| {
+                let pods = pods
+                    .iter()
+                    .map(|(ns, p)| (ns.as_str(), p.as_str()))
+                    .collect();
+                (node.as_str(), pods)
+            })
+            .collect();
+        let nodes_and_pods: Vec<(&str, &[(&str, &str)])> = borrowed
+            .iter()
+            .map(|(node, pods)| (*node, pods.as_slice()))
+            .collect();
+        let store = store_with(&nodes_and_pods);
+        let mut fixture = Fixture {
+            synced: true,
+            ..Fixture::default()
+        };
+        for (i, (node, pods)) in names.iter().enumerate() {
+            fixture.nodes.insert(node.clone(), labels(&[("zone", "a")]));
+            for (ns, pod) in pods {
+                let app = if i % 2 == 0 { "even" } else { "odd" };
+                fixture
+                    .pods
+                    .insert((ns.clone(), pod.clone()), (labels(&[("app", app)]), true));
+            }
+        }
+        (store, fixture)
+    }
+
+    async fn collected(response: Response<Body>) -> (u16, Option<String>, Vec<u8>) {
+        let code = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (code, content_type, bytes.to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_lists_rendered_off_thread_carry_the_bytes_of_a_buffered_render() {
+        // 1,200 nodes x 3 pods: the all-pods JSON list spans several chunks.
+        let (store, fixture) = wide_cluster(1_200);
+        let fixture = Arc::new(fixture);
+        let router = |threshold: usize| {
+            Router::new(
+                Arc::clone(&store),
+                Arc::new(FixedSource(Arc::clone(&fixture))),
+                Arc::new(Telemetry::new()),
+                None,
+                Auth::default(),
+                HealthConfig {
+                    resolution: Duration::from_secs(10),
+                    startup_grace: Duration::from_secs(20),
+                    started: T0,
+                },
+            )
+            .with_off_thread_items(threshold)
+        };
+        let buffered = router(usize::MAX);
+        let streamed = router(10);
+        let now = T0 + 12 * SECOND;
+        let mut streamed_bodies = 0;
+        for (path, query) in [
+            ("/apis/metrics.k8s.io/v1beta1/pods", ""),
+            (
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                "labelSelector=app%3Deven",
+            ),
+            ("/apis/metrics.k8s.io/v1beta1/namespaces/ns-1/pods", ""),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns-1/pods",
+                "labelSelector=app%3Deven",
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns-2/pods",
+                "labelSelector=app%3Dodd&fieldSelector=metadata.name!%3Dpod-7-2",
+            ),
+            ("/apis/metrics.k8s.io/v1beta1/nodes", ""),
+            (
+                "/apis/metrics.k8s.io/v1beta1/nodes",
+                "fieldSelector=metadata.name%3Dnode-0007",
+            ),
+        ] {
+            for accept in [
+                None,
+                Some(KUBECTL_GET),
+                Some("application/vnd.kubernetes.protobuf"),
+            ] {
+                let headers = RequestHeaders {
+                    accept,
+                    if_none_match: None,
+                };
+                let expected =
+                    collected(buffered.respond_to(&Method::GET, path, query, headers, now)).await;
+                let response = streamed.respond_to(&Method::GET, path, query, headers, now);
+                assert!(!buffered
+                    .respond_to(&Method::GET, path, query, headers, now)
+                    .body()
+                    .is_streamed());
+                if response.body().is_streamed() {
+                    streamed_bodies += 1;
+                }
+                let got = collected(response).await;
+                assert_eq!(got.0, 200, "{path}?{query} {accept:?}");
+                assert_eq!(
+                    (got.0, &got.1),
+                    (expected.0, &expected.1),
+                    "{path}?{query} {accept:?}"
+                );
+                assert!(
+                    got.2 == expected.2,
+                    "{path}?{query} {accept:?}: {} bytes streamed, {} buffered",
+                    got.2.len(),
+                    expected.2.len()
+                );
+            }
+        }
+        assert_eq!(streamed_bodies, 21, "every list here is long");
+        // The JSON list really spans several chunks.
+        let (_, _, all) =
+            collected(streamed.respond(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", "", now))
+                .await;
+        assert!(all.len() > 2 * body::CHUNK_BYTES, "{}", all.len());
+    }
+
+    #[test]
+    fn the_chunked_json_list_opens_and_closes_as_the_renderer_does() {
+        let mut empty = Vec::new();
+        render::pod_metrics_list_from_parts(&mut empty, std::iter::empty(), T0);
+        assert_eq!(empty, [PodList::JSON_HEAD, PodList::JSON_TAIL].concat());
+    }
+
+    #[test]
+    fn a_selector_picking_few_pods_of_a_namespace_is_answered_here_and_many_off_thread() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        // At most one item here: `web` holds four pods, two of them served.
+        let router = h.router.with_off_thread_items(1);
+        let get =
+            |path: &str, query: &str| router.respond(&Method::GET, path, query, T0 + 12 * SECOND);
+        let web = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
+        let picked = get(web, "labelSelector=app%3Dfront");
+        assert!(!picked.body().is_streamed());
+        let (code, body) = body_of(picked);
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(names(&list), ["web/front-1"]);
+        // Outside a runtime the long list is rendered here too, but it took the other path:
+        // its body still has the same items.
+        let (code, body) = body_of(get(web, ""));
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(names(&list), ["web/back-1", "web/front-1"]);
+        let telemetry = h.telemetry.encode();
+        assert!(
+            telemetry.contains("metrics_server_api_metric_freshness_seconds_count 3"),
+            "{telemetry}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_runtime_a_list_selecting_many_pods_is_streamed() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let router = h.router.with_off_thread_items(1);
+        let web = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
+        let now = T0 + 12 * SECOND;
+        let picked = router.respond(&Method::GET, web, "labelSelector=app%3Dfront", now);
+        assert!(!picked.body().is_streamed());
+        let many = router.respond(&Method::GET, web, "", now);
+        assert!(many.body().is_streamed());
+        let (code, _, body) = collected(many).await;
+        assert_eq!(code, 200);
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(names(&list), ["web/back-1", "web/front-1"]);
+    }
+
+    #[test]
+    fn short_lists_are_answered_whole_with_their_length() {
+        let (store, fixture) = cluster();
+        let h = harness(store, fixture, None);
+        let response = h.router.respond(
+            &Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods",
+            "",
+            T0 + 12 * SECOND,
+        );
+        assert!(!response.body().is_streamed());
+        assert!(hyper::body::Body::size_hint(response.body())
+            .exact()
+            .is_some_and(|n| n > 0));
     }
 
     #[test]

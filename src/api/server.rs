@@ -10,6 +10,15 @@
 //! must match the certificate) and, if good, every later handshake presents it. Connections
 //! already open keep the session they negotiated. A bad pair is logged once and the last good
 //! one kept. The poll runs on its own small thread, which ends once the configuration is dropped.
+//!
+//! [`serve`] runs on whatever tokio runtime it is spawned on; the binary gives it a multi-thread
+//! runtime of its own with a worker per core (see `app`). Not several single-threaded arbiters
+//! accepting from one listener: the aggregator sends every request over a few HTTP/2
+//! connections, and hyper spawns each stream's handler as a task of its own, so on a work-stealing
+//! runtime the streams of one connection are served on every core, where an arbiter would pin a
+//! connection, and all its streams, to one thread. A handler does no blocking work on a worker:
+//! small answers render in microseconds, and lists long enough to take milliseconds render on the
+//! runtime's blocking pool and stream from there (see [`crate::api::body`]).
 
 use std::convert::Infallible;
 use std::io;

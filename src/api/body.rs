@@ -1,0 +1,290 @@
+//! Response bodies: a whole buffer, or chunks produced off the I/O workers.
+//!
+//! A small answer is rendered where the request is handled and sent as one buffer with its
+//! length. A large list (hundreds of thousands of pods renders for a second or more) must not hold
+//! an I/O worker that long, nor one buffer of its whole size: [`render_off_thread`] runs its
+//! renderer on the runtime's blocking pool, which hands the body [`CHUNK_BYTES`] at a time through
+//! a channel of [`CHUNKS_IN_FLIGHT`] chunks. The renderer owns the snapshot it reads (an `Arc`),
+//! so the body is one consistent snapshot however slowly the client reads it, and a client that
+//! stops reading stops the renderer (the channel is full) rather than growing a buffer. A client
+//! that goes away ends it (the channel is closed).
+//!
+//! Such a body has no length up front: HTTP/1.1 sends it chunked and HTTP/2 ends the stream with
+//! its last frame, as Go's server does for large bodies. The bytes are those of a buffered render.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// How much rendered output is handed over at once.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks rendered ahead of the client: with [`CHUNK_BYTES`], at most 1 MiB per body in flight.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// Room past a chunk's size, so the item that crosses the boundary rarely regrows the buffer.
+const CHUNK_SLACK: usize = 16 * 1024;
+
+/// The body of every response the API gives.
+#[derive(Debug, Default)]
+pub struct Body {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// The whole body, taken when sent.
+    Full(Option<Bytes>),
+    /// Chunks from a renderer on the blocking pool; the stream ends when it drops its sender.
+    Streamed(mpsc::Receiver<Bytes>),
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner::Full(None)
+    }
+}
+
+// === impl Body ===
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body::default()
+    }
+
+    /// Whether this body is produced in chunks off the I/O workers.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.inner, Inner::Streamed(_))
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body {
+            inner: Inner::Full(Some(bytes)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Body::from(Bytes::from(bytes))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().inner {
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            Inner::Streamed(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            Inner::Streamed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Where an off-thread renderer writes: a buffer it appends to, handed to the client each time
+/// it holds a chunk.
+#[derive(Debug)]
+pub struct Chunks {
+    buffer: Vec<u8>,
+    /// `None` when rendering inline (no runtime): everything stays in `buffer`.
+    sender: Option<mpsc::Sender<Bytes>>,
+    /// The client went away: rendering more is wasted.
+    closed: bool,
+}
+
+// === impl Chunks ===
+
+impl Chunks {
+    fn streaming(sender: mpsc::Sender<Bytes>) -> Self {
+        Chunks {
+            buffer: Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK),
+            sender: Some(sender),
+            closed: false,
+        }
+    }
+
+    fn buffered(capacity: usize) -> Self {
+        Chunks {
+            buffer: Vec::with_capacity(capacity),
+            sender: None,
+            closed: false,
+        }
+    }
+
+    /// The buffer to append rendered bytes to.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+
+    /// Hands the buffer over if it holds at least a chunk, waiting while the client is
+    /// [`CHUNKS_IN_FLIGHT`] chunks behind. Returns `false` once the client has gone, so the
+    /// renderer can stop.
+    pub fn flush_full(&mut self) -> bool {
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.send(Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK));
+        }
+        !self.closed
+    }
+
+    /// Hands over what is left; the body ends when `self` is dropped.
+    fn finish(mut self) -> Vec<u8> {
+        if self.sender.is_some() {
+            self.send(Vec::new());
+        }
+        std::mem::take(&mut self.buffer)
+    }
+
+    fn send(&mut self, next: Vec<u8>) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let chunk = std::mem::replace(&mut self.buffer, next);
+        if self.closed || chunk.is_empty() {
+            return;
+        }
+        // Only ever called on the blocking pool (see `render_off_thread`), where waiting is
+        // allowed.
+        if sender.blocking_send(Bytes::from(chunk)).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// A body rendered by `render` on the runtime's blocking pool and streamed as it is produced.
+///
+/// Outside a tokio runtime (benchmarks and unit tests calling the router directly) `render` runs
+/// here and the body is one buffer, sized by `expected_bytes`.
+pub fn render_off_thread<F>(expected_bytes: usize, render: F) -> Body
+where
+    F: FnOnce(&mut Chunks) + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let mut chunks = Chunks::buffered(expected_bytes);
+        render(&mut chunks);
+        return Body::from(chunks.finish());
+    };
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    runtime.spawn_blocking(move || {
+        let mut chunks = Chunks::streaming(sender);
+        render(&mut chunks);
+        chunks.finish();
+    });
+    Body {
+        inner: Inner::Streamed(receiver),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn render_numbers(chunks: &mut Chunks, count: usize) {
+        for i in 0..count {
+            chunks
+                .buffer()
+                .extend_from_slice(format!("{i},").as_bytes());
+            if !chunks.flush_full() {
+                return;
+            }
+        }
+    }
+
+    fn expected(count: usize) -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_streamed_body_carries_every_byte_in_order_in_bounded_chunks() {
+        let count = 200_000;
+        let mut body = render_off_thread(0, move |chunks| render_numbers(chunks, count));
+        assert!(body.is_streamed());
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), None);
+        let mut received = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(data.len() < CHUNK_BYTES + CHUNK_SLACK, "{}", data.len());
+            received.extend_from_slice(&data);
+        }
+        assert_eq!(received, expected(count));
+    }
+
+    #[test]
+    fn without_a_runtime_the_body_is_one_buffer_with_its_length() {
+        let body = render_off_thread(16, |chunks| render_numbers(chunks, 100_000));
+        assert!(!body.is_streamed());
+        let length = hyper::body::Body::size_hint(&body).exact();
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body.collect())
+            .unwrap()
+            .to_bytes();
+        assert_eq!(length, Some(bytes.len() as u64));
+        assert_eq!(bytes, expected(100_000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_body_stops_its_renderer() {
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let body = render_off_thread(0, move |chunks| {
+            // Endless unless the client's going away is noticed.
+            let mut i = 0u64;
+            loop {
+                chunks.buffer().extend_from_slice(&i.to_le_bytes());
+                i += 1;
+                if !chunks.flush_full() {
+                    break;
+                }
+            }
+            let _ = finished.send(i);
+        });
+        drop(body);
+        let rendered = tokio::time::timeout(std::time::Duration::from_secs(30), done)
+            .await
+            .expect("the renderer stops")
+            .unwrap();
+        assert!(rendered > 0);
+    }
+
+    #[test]
+    fn an_empty_full_body_ends_at_once() {
+        let body = Body::empty();
+        assert!(hyper::body::Body::is_end_stream(&body));
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(0));
+    }
+}
