@@ -37,7 +37,7 @@ use crate::api::protobuf;
 use crate::api::render::{self, StatusDetails};
 use crate::api::selector::{FieldSelector, LabelSelector, SelectorError};
 use crate::api::table::{self, IncludeObject};
-use crate::discovery::{ClusterView, DiscoveryHandle};
+use crate::discovery::{ClusterView, DiscoveryHandle, PodInfo};
 use crate::model::{Labels, NodeMetrics, PodMetrics, UnixNanos};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::Telemetry;
@@ -85,7 +85,20 @@ pub trait ClusterLookup: Send + Sync {
     ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
         None
     }
+
+    /// Every Running pod (or one namespace's) sorted by namespace, then name, with its labels,
+    /// if this view can walk them in order. A list then joins this walk with the snapshot's, in
+    /// the same order, instead of looking up each listed pod's labels.
+    fn running_pods_sorted<'s>(
+        &'s self,
+        _namespace: Option<&str>,
+    ) -> Option<Box<dyn Iterator<Item = ViewPod<'s>> + 's>> {
+        None
+    }
 }
+
+/// A Running pod as a sorted walk of the view yields it: namespace, name, labels.
+pub type ViewPod<'s> = (&'s str, &'s str, &'s Labels);
 
 impl ClusterSource for DiscoveryHandle {
     fn view(&self) -> Arc<dyn ClusterLookup> {
@@ -113,6 +126,19 @@ impl ClusterLookup for ClusterView {
             self.pods_in_namespace(namespace)
                 .filter(|info| info.running)
                 .map(|info| (&*info.name, &info.labels)),
+        ))
+    }
+    fn running_pods_sorted<'s>(
+        &'s self,
+        namespace: Option<&str>,
+    ) -> Option<Box<dyn Iterator<Item = ViewPod<'s>> + 's>> {
+        let pods: Box<dyn Iterator<Item = &PodInfo> + 's> = match namespace {
+            Some(namespace) => Box::new(self.pods_in_namespace(namespace)),
+            None => Box::new(self.pods()),
+        };
+        Some(Box::new(
+            pods.filter(|info| info.running)
+                .map(|info| (&*info.namespace, &*info.name, &info.labels)),
         ))
     }
 }
@@ -682,20 +708,49 @@ impl PodList {
         let pod_labels = self
             .view
             .running_pod_labels(&metrics.namespace, &metrics.name)?;
-        let selected = self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
-            && self
-                .fields
-                .as_ref()
-                .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name));
-        selected.then_some(pod_labels)
+        self.matches(metrics, pod_labels).then_some(pod_labels)
     }
 
     /// The selected pods, each with its cached JSON parts and labels.
-    fn items(&self) -> impl Iterator<Item = PodItem<'_>> {
-        self.candidates().filter_map(|(metrics, parts)| {
-            self.selected(metrics)
-                .map(|pod_labels| (metrics, parts, pod_labels))
-        })
+    ///
+    /// The snapshot's pods and the view's Running pods are both sorted by namespace, then name,
+    /// so when the view can walk in order the two walks are joined: a pod's labels cost a
+    /// comparison or two instead of a search of the view (a few dozen string comparisons in a
+    /// large cluster).
+    fn items(&self) -> Box<dyn Iterator<Item = PodItem<'_>> + '_> {
+        let Some(view_pods) = self.view.running_pods_sorted(self.namespace.as_deref()) else {
+            return Box::new(self.candidates().filter_map(|(metrics, parts)| {
+                self.selected(metrics)
+                    .map(|pod_labels| (metrics, parts, pod_labels))
+            }));
+        };
+        let mut view_pods = view_pods.peekable();
+        Box::new(self.candidates().filter_map(move |(metrics, parts)| {
+            let key = (&*metrics.namespace, &*metrics.name);
+            // Skip the view's pods ordered before this one; stop at it or past it.
+            let pod_labels = loop {
+                let &(namespace, name, labels) = view_pods.peek()?;
+                match (namespace, name).cmp(&key) {
+                    std::cmp::Ordering::Less => {
+                        view_pods.next();
+                    }
+                    std::cmp::Ordering::Equal => break labels,
+                    // Not Running, or unknown to the view: not listed.
+                    std::cmp::Ordering::Greater => return None,
+                }
+            };
+            self.matches(metrics, pod_labels)
+                .then_some((metrics, parts, pod_labels))
+        }))
+    }
+
+    /// Whether the selectors select a served pod with these labels.
+    fn matches(&self, metrics: &PodMetrics, pod_labels: &Labels) -> bool {
+        self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name))
     }
 
     /// The selected pods, if the walk ends having examined at most `examined` pods and
@@ -1170,6 +1225,8 @@ mod tests {
         /// (labels, running) by (namespace, name).
         pods: BTreeMap<(String, String), (Labels, bool)>,
         synced: bool,
+        /// Offer no sorted walk of the pods, so lists look each pod's labels up instead.
+        lookups_only: bool,
     }
 
     impl ClusterLookup for Fixture {
@@ -1193,6 +1250,23 @@ mod tests {
                     .take_while(move |((ns, _), _)| *ns == namespace)
                     .filter(|(_, (_, running))| *running)
                     .map(|((_, name), (labels, _))| (name.as_str(), labels)),
+            ))
+        }
+        fn running_pods_sorted<'s>(
+            &'s self,
+            namespace: Option<&str>,
+        ) -> Option<Box<dyn Iterator<Item = ViewPod<'s>> + 's>> {
+            if self.lookups_only {
+                return None;
+            }
+            let namespace = namespace.map(str::to_owned);
+            Some(Box::new(
+                self.pods
+                    .iter()
+                    .filter(move |((ns, _), (_, running))| {
+                        *running && namespace.as_ref().is_none_or(|n| n == ns)
+                    })
+                    .map(|((ns, name), (labels, _))| (ns.as_str(), name.as_str(), labels)),
             ))
         }
     }
@@ -2144,5 +2218,59 @@ mod tests {
             "Tue, 27 Jan 2026 18:48:33 UTC"
         );
         assert_eq!(http_date(-1, "GMT"), "Wed, 31 Dec 1969 23:59:59 GMT");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Joining the snapshot's sorted walk with the view's gives every list exactly what
+        /// looking up each pod's labels gives, whatever pods either side knows and whichever
+        /// are Running.
+        #[test]
+        fn joined_walks_list_what_label_lookups_list(
+            served in proptest::collection::vec((0..3usize, 0..6usize, 0..3usize), 0..24),
+            known in proptest::collection::vec((0..3usize, 0..6usize, proptest::bool::ANY, 0..2usize), 0..24),
+        ) {
+            let names: Vec<(String, String, String)> = served
+                .iter()
+                .map(|(ns, pod, node)| (format!("ns{ns}"), format!("p{pod}"), format!("n{node}")))
+                .collect();
+            let mut by_node: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+            for (ns, pod, node) in &names {
+                by_node.entry(node.as_str()).or_default().push((ns.as_str(), pod.as_str()));
+            }
+            let nodes: Vec<(&str, &[(&str, &str)])> =
+                by_node.iter().map(|(node, pods)| (*node, pods.as_slice())).collect();
+            let store = store_with(&nodes);
+            let fixture = |lookups_only| {
+                let mut fixture = Fixture { synced: true, lookups_only, ..Fixture::default() };
+                for (ns, pod, running, app) in &known {
+                    fixture.pods.insert(
+                        (format!("ns{ns}"), format!("p{pod}")),
+                        (labels(&[("app", if *app == 0 { "a" } else { "b" })]), *running),
+                    );
+                }
+                fixture
+            };
+            // Every list long, so filtered lists take the full walk too (rendered inline here,
+            // outside a runtime), not only the short walks that select before rendering.
+            let long = |harness: Harness| Harness {
+                router: harness.router.with_off_thread_items(0),
+                telemetry: harness.telemetry,
+            };
+            let joined = long(harness(Arc::clone(&store), fixture(false), None));
+            let looked_up = long(harness(store, fixture(true), None));
+            for path in [
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Da",
+                "/apis/metrics.k8s.io/v1beta1/pods?fieldSelector=metadata.name%3Dp1",
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns1/pods",
+                "/apis/metrics.k8s.io/v1beta1/namespaces/ns2/pods?labelSelector=app%21%3Db",
+            ] {
+                let (code, body) = joined.get(path);
+                proptest::prop_assert_eq!(code, 200);
+                proptest::prop_assert_eq!((code, body), looked_up.get(path), "{}", path);
+            }
+        }
     }
 }
