@@ -12,11 +12,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HOST};
-use hyper::{Request, Response};
+use hyper::{Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
+use super::buffer;
 use super::tls::{self, KubeletTls, ALPN_H2};
 use super::{NodeCounters, Protocol, ScrapeFailure};
 use crate::model::ScrapeTarget;
@@ -41,8 +42,22 @@ pub struct KubeletClient {
     max_body_bytes: usize,
     /// `host:port`, with IPv6 hosts bracketed, as it goes in URIs and `Host`.
     authority: String,
+    /// The request URIs and `Host`, built once: a scrape clones them (reference counts only).
+    /// `None` when the target does not make a valid URI; every fetch then fails with `Address`.
+    request: Option<RequestParts>,
+    /// Shared by every scraper: bounds the connects and TLS handshakes in progress at once.
+    connect_limit: Option<Arc<Semaphore>>,
     connection: Option<Connection>,
     counters: Arc<NodeCounters>,
+}
+
+/// The parts of a scrape request that never change for a target.
+struct RequestParts {
+    /// Absolute form: HTTP/2 takes the authority from the URI (`:authority`).
+    absolute: Uri,
+    /// Origin form, for HTTP/1.1, with `host` in its own header.
+    origin: Uri,
+    host: HeaderValue,
 }
 
 // === impl KubeletClient ===
@@ -52,6 +67,7 @@ impl KubeletClient {
         target: ScrapeTarget,
         tls: KubeletTls,
         max_body_bytes: usize,
+        connect_limit: Option<Arc<Semaphore>>,
         counters: Arc<NodeCounters>,
     ) -> Self {
         let authority = if target.host.contains(':') && !target.host.starts_with('[') {
@@ -59,11 +75,14 @@ impl KubeletClient {
         } else {
             format!("{}:{}", target.host, target.port)
         };
+        let request = RequestParts::new(&authority, &target.path);
         KubeletClient {
             target,
             tls,
             max_body_bytes,
             authority,
+            request,
+            connect_limit,
             connection: None,
             counters,
         }
@@ -82,6 +101,15 @@ impl KubeletClient {
     /// Requests the target's path and returns the whole body. On any error the connection is
     /// dropped unless it is known to be reusable (a complete non-2xx answer).
     pub async fn fetch(&mut self) -> Result<Bytes, ScrapeFailure> {
+        let mut body = BytesMut::new();
+        self.fetch_into(&mut body).await?;
+        Ok(body.freeze())
+    }
+
+    /// [`KubeletClient::fetch`] into a caller's buffer, which is cleared first; on error its
+    /// content is unspecified. Lets the caller reuse one buffer for many scrapes.
+    pub async fn fetch_into(&mut self, body: &mut BytesMut) -> Result<(), ScrapeFailure> {
+        body.clear();
         // Taken out for the exchange: if this future is dropped (timeout) or fails, the connection
         // goes with it, and only a connection that finished the exchange cleanly is put back.
         let reused = match self.connection.take() {
@@ -108,34 +136,36 @@ impl KubeletClient {
         let status = response.status();
         if !status.is_success() {
             // Drained (bounded) so an HTTP/1.1 connection stays usable for the next scrape.
-            if read_body(response, self.max_body_bytes).await.is_ok() {
+            if read_body(response, self.max_body_bytes, body).await.is_ok() {
                 self.connection = Some(connection);
             }
+            body.clear();
             return Err(ScrapeFailure::Status(status.as_u16()));
         }
-        let body = read_body(response, self.max_body_bytes).await?;
+        read_body(response, self.max_body_bytes, body).await?;
         self.connection = Some(connection);
-        Ok(body)
+        Ok(())
     }
 
     async fn send(&self, connection: &mut Connection) -> Result<Response<Incoming>, ScrapeFailure> {
-        let builder = Request::get(match connection {
-            // HTTP/2 takes the authority from the URI (`:authority`); HTTP/1.1 wants origin form.
-            Connection::Http2 { .. } => format!("https://{}{}", self.authority, self.target.path),
-            Connection::Http1 { .. } => self.target.path.clone(),
-        })
-        .header(ACCEPT, HeaderValue::from_static("text/plain"));
-        let builder = match connection {
-            Connection::Http1 { .. } => builder.header(HOST, self.authority.as_str()),
-            Connection::Http2 { .. } => builder,
+        let parts = self
+            .request
+            .as_ref()
+            .ok_or_else(|| ScrapeFailure::Address(self.authority.clone()))?;
+        let mut request = Request::new(Empty::new());
+        let headers = request.headers_mut();
+        headers.reserve(3);
+        headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
+        *request.uri_mut() = match connection {
+            Connection::Http2 { .. } => parts.absolute.clone(),
+            Connection::Http1 { .. } => {
+                request.headers_mut().insert(HOST, parts.host.clone());
+                parts.origin.clone()
+            }
         };
-        let builder = match &self.tls.authorization {
-            Some(value) => builder.header(AUTHORIZATION, value.clone()),
-            None => builder,
-        };
-        let request = builder
-            .body(Empty::new())
-            .map_err(|_| ScrapeFailure::Address(self.authority.clone()))?;
+        if let Some(value) = &self.tls.authorization {
+            request.headers_mut().insert(AUTHORIZATION, value.clone());
+        }
         match connection {
             Connection::Http2 { sender, .. } => sender.send_request(request).await,
             Connection::Http1 { sender, .. } => sender.send_request(request).await,
@@ -146,6 +176,13 @@ impl KubeletClient {
     async fn connect(&self) -> Result<Connection, ScrapeFailure> {
         let server_name = tls::server_name(&self.target.host)
             .ok_or_else(|| ScrapeFailure::Address(self.target.host.clone()))?;
+        // Held until the connection is ready for requests, and no longer: the caller's timeout
+        // drops this future, and the permit with it, so a hanging kubelet holds one for at most
+        // the request timeout. A closed semaphore (never closed today) means no limit.
+        let _permit = match &self.connect_limit {
+            Some(limit) => limit.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let host = self
             .target
             .host
@@ -222,8 +259,13 @@ async fn ready(mut connection: Connection) -> Option<Connection> {
     ok.then_some(connection)
 }
 
-/// Reads a body frame by frame, failing as soon as it would exceed `limit` bytes.
-async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, ScrapeFailure> {
+/// Reads a body frame by frame into `body`, failing as soon as it would exceed `limit` bytes.
+async fn read_body(
+    response: Response<Incoming>,
+    limit: usize,
+    body: &mut BytesMut,
+) -> Result<(), ScrapeFailure> {
+    body.clear();
     let declared = response
         .headers()
         .get(CONTENT_LENGTH)
@@ -233,8 +275,10 @@ async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, 
         return Err(ScrapeFailure::BodyTooLarge { limit });
     }
     // `len <= limit` here, and `limit` is a usize, so the cast cannot truncate.
-    let capacity = declared.map_or(64 * 1024, |len| len as usize).min(limit);
-    let mut body = BytesMut::with_capacity(capacity);
+    let capacity = declared
+        .map_or(buffer::INITIAL_CAPACITY, |len| len as usize)
+        .min(limit);
+    body.reserve(capacity);
     let mut incoming = response.into_body();
     while let Some(frame) = incoming.frame().await {
         let frame = frame.map_err(ScrapeFailure::Http)?;
@@ -245,5 +289,17 @@ async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, 
             body.extend_from_slice(&data);
         }
     }
-    Ok(body.freeze())
+    Ok(())
+}
+
+// === impl RequestParts ===
+
+impl RequestParts {
+    fn new(authority: &str, path: &str) -> Option<Self> {
+        Some(RequestParts {
+            absolute: Uri::try_from(format!("https://{authority}{path}")).ok()?,
+            origin: Uri::try_from(path).ok()?,
+            host: HeaderValue::try_from(authority).ok()?,
+        })
+    }
 }

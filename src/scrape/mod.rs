@@ -12,6 +12,7 @@
 //! the server is [`StoreSink`] (decode, then write the node's points).
 
 pub mod backoff;
+pub mod buffer;
 pub mod client;
 pub mod scraper;
 pub mod supervisor;
@@ -155,6 +156,12 @@ pub struct EngineOptions {
     pub reconnect_base: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
+    /// Connects (TCP, TLS handshake, HTTP/2 preface) in progress at once, all nodes together; 0
+    /// means no limit. A server starting against thousands of nodes would otherwise run all their
+    /// handshakes at once, each slowed by all the others until most time out. A connect waiting
+    /// for its turn counts against its scrape's request timeout, and a connect holds its turn for
+    /// at most that timeout, so a hanging kubelet cannot hold one for longer.
+    pub max_concurrent_connects: usize,
 }
 
 impl Default for EngineOptions {
@@ -165,6 +172,7 @@ impl Default for EngineOptions {
                 .unwrap_or(1),
             reconnect_base: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
+            max_concurrent_connects: 64,
         }
     }
 }
@@ -328,6 +336,8 @@ pub fn start_with(
         .map(|_| actix::Arbiter::new())
         .collect();
     let stats: StatsMap = Arc::new(DashMap::new());
+    let connect_limit = (options.max_concurrent_connects > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_connects)));
     let supervisor = supervisor::Supervisor::new(
         supervisor::SupervisorParts {
             sink,
@@ -336,6 +346,7 @@ pub fn start_with(
             config,
             options,
             arbiters: arbiters.iter().map(|a| a.handle()).collect(),
+            connect_limit,
             stats: stats.clone(),
         },
         targets,

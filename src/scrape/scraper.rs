@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, WrapFuture};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use super::backoff::Backoff;
+use super::buffer::BodyBuffer;
 use super::client::KubeletClient;
 use super::tls::KubeletTls;
 use super::{unix_now, EngineOptions, NodeCounters, ScrapeFailure, ScrapeSink};
@@ -29,6 +31,8 @@ pub struct ScraperParts {
     pub options: EngineOptions,
     pub sink: Arc<dyn ScrapeSink>,
     pub telemetry: Arc<Telemetry>,
+    /// Shared by all scrapers; see [`EngineOptions::max_concurrent_connects`].
+    pub connect_limit: Option<Arc<Semaphore>>,
     pub(crate) counters: Arc<NodeCounters>,
 }
 
@@ -106,6 +110,7 @@ impl ScrapeLoop {
                 parts.target,
                 parts.tls,
                 parts.max_body_bytes,
+                parts.connect_limit,
                 parts.counters.clone(),
             ),
             resolution: parts.resolution,
@@ -141,7 +146,11 @@ impl ScrapeLoop {
     async fn scrape_once(&mut self) {
         let started = Instant::now();
         let request_time = unix_now();
-        let result = match tokio::time::timeout(self.request_timeout, self.client.fetch()).await {
+        // From this thread's pool: the sink only borrows the body, so the buffer is free again
+        // (and goes back to the pool) as soon as this scrape is done.
+        let mut body = BodyBuffer::take();
+        let fetch = self.client.fetch_into(&mut body);
+        let result = match tokio::time::timeout(self.request_timeout, fetch).await {
             Ok(result) => result,
             Err(_) => {
                 // The exchange was dropped half-way; a connection in an unknown state is not kept.
@@ -150,12 +159,13 @@ impl ScrapeLoop {
             }
         };
         let now = unix_now();
-        let result = result.and_then(|body| {
+        let result = result.and_then(|()| {
             if self.stopped.load(Ordering::SeqCst) {
                 return Ok(());
             }
             self.sink.accept(&self.node, &body, request_time, now)
         });
+        drop(body);
         self.telemetry.kubelet_request(
             &self.node,
             request_time as f64 / 1e9,
