@@ -1,7 +1,13 @@
 //! One persistent connection to one kubelet, and the `GET` that a scrape is.
 //!
 //! The connection is opened on first use and kept: HTTP/2 when the kubelet negotiates `h2` by ALPN
-//! (one connection carries every scrape), else HTTP/1.1 keep-alive. A connection that failed, timed
+//! (one connection carries every scrape), else HTTP/1.1 keep-alive.
+//!
+//! HTTP/2 is spoken through `h2` directly rather than through hyper's client: a scrape is one
+//! `GET` at a time, so the scraper's own task can drive the request and read the body itself.
+//! That saves, per scrape, hyper's request channel, its dispatch task's wake-up and the task it
+//! spawns per request; per connection, the dispatch task. One task per connection remains, the
+//! one that reads and writes the socket. A connection that failed, timed
 //! out or was closed by the kubelet is dropped and the next scrape opens a new one. The client owns
 //! no timer: the caller bounds each [`KubeletClient::fetch`] with the request timeout.
 
@@ -10,10 +16,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HOST};
-use hyper::{Request, Response, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1;
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HOST};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -26,7 +32,7 @@ use crate::model::ScrapeTarget;
 /// drives the connection, even if the kubelet never answers again.
 enum Connection {
     Http2 {
-        sender: http2::SendRequest<Empty<Bytes>>,
+        sender: h2::client::SendRequest<Bytes>,
         _close: oneshot::Sender<()>,
     },
     Http1 {
@@ -147,30 +153,43 @@ impl KubeletClient {
         Ok(())
     }
 
-    async fn send(&self, connection: &mut Connection) -> Result<Response<Incoming>, ScrapeFailure> {
+    /// Sends the request and waits for the answer's head.
+    async fn send(&self, connection: &mut Connection) -> Result<Answer, ScrapeFailure> {
         let parts = self
             .request
             .as_ref()
             .ok_or_else(|| ScrapeFailure::Address(self.authority.clone()))?;
-        let mut request = Request::new(Empty::new());
-        let headers = request.headers_mut();
-        headers.reserve(3);
+        let mut headers = HeaderMap::with_capacity(3);
         headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
-        *request.uri_mut() = match connection {
-            Connection::Http2 { .. } => parts.absolute.clone(),
-            Connection::Http1 { .. } => {
-                request.headers_mut().insert(HOST, parts.host.clone());
-                parts.origin.clone()
-            }
-        };
         if let Some(value) = &self.tls.authorization {
-            request.headers_mut().insert(AUTHORIZATION, value.clone());
+            headers.insert(AUTHORIZATION, value.clone());
         }
         match connection {
-            Connection::Http2 { sender, .. } => sender.send_request(request).await,
-            Connection::Http1 { sender, .. } => sender.send_request(request).await,
+            Connection::Http2 { sender, .. } => {
+                let mut request = Request::new(());
+                *request.uri_mut() = parts.absolute.clone();
+                *request.headers_mut() = headers;
+                // Ends the stream with the headers: a GET has no body.
+                let (response, _) = sender
+                    .send_request(request, true)
+                    .map_err(ScrapeFailure::Http2)?;
+                response
+                    .await
+                    .map(Answer::Http2)
+                    .map_err(ScrapeFailure::Http2)
+            }
+            Connection::Http1 { sender, .. } => {
+                headers.insert(HOST, parts.host.clone());
+                let mut request = Request::new(Empty::new());
+                *request.uri_mut() = parts.origin.clone();
+                *request.headers_mut() = headers;
+                sender
+                    .send_request(request)
+                    .await
+                    .map(Answer::Http1)
+                    .map_err(ScrapeFailure::Http)
+            }
         }
-        .map_err(ScrapeFailure::Http)
     }
 
     async fn connect(&self) -> Result<Connection, ScrapeFailure> {
@@ -211,12 +230,12 @@ impl KubeletClient {
                 }
             })?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        let io = TokioIo::new(stream);
         let (close, closed) = oneshot::channel::<()>();
         let connection = if h2 {
-            let (sender, driver) = http2::handshake(TokioExecutor::new(), io)
+            let (sender, driver) = h2_builder()
+                .handshake::<_, Bytes>(stream)
                 .await
-                .map_err(ScrapeFailure::Http)?;
+                .map_err(ScrapeFailure::Http2)?;
             tokio::spawn(async move {
                 tokio::select! {
                     // Work: the connection ran until the kubelet or an error closed it.
@@ -231,7 +250,9 @@ impl KubeletClient {
                 _close: close,
             }
         } else {
-            let (sender, driver) = http1::handshake(io).await.map_err(ScrapeFailure::Http)?;
+            let (sender, driver) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(ScrapeFailure::Http)?;
             tokio::spawn(async move {
                 tokio::select! {
                     _ = driver => {}
@@ -253,20 +274,43 @@ impl KubeletClient {
 /// idle timeout), so the caller reconnects instead of failing the scrape.
 async fn ready(mut connection: Connection) -> Option<Connection> {
     let ok = match &mut connection {
-        Connection::Http2 { sender, .. } => !sender.is_closed() && sender.ready().await.is_ok(),
+        // A connection the kubelet closed or sent GOAWAY on reports an error here.
+        Connection::Http2 { sender, .. } => std::future::poll_fn(|cx| sender.poll_ready(cx))
+            .await
+            .is_ok(),
         Connection::Http1 { sender, .. } => !sender.is_closed() && sender.ready().await.is_ok(),
     };
     ok.then_some(connection)
 }
 
-/// Reads a body frame by frame into `body`, failing as soon as it would exceed `limit` bytes.
-async fn read_body(
-    response: Response<Incoming>,
-    limit: usize,
-    body: &mut BytesMut,
-) -> Result<(), ScrapeFailure> {
+/// The head of a kubelet's answer, its body still to be read.
+enum Answer {
+    Http2(Response<h2::RecvStream>),
+    Http1(Response<Incoming>),
+}
+
+// === impl Answer ===
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Http2(response) => response.status(),
+            Answer::Http1(response) => response.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Answer::Http2(response) => response.headers(),
+            Answer::Http1(response) => response.headers(),
+        }
+    }
+}
+
+/// Reads a body into `body`, failing as soon as it would exceed `limit` bytes.
+async fn read_body(answer: Answer, limit: usize, body: &mut BytesMut) -> Result<(), ScrapeFailure> {
     body.clear();
-    let declared = response
+    let declared = answer
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -279,17 +323,52 @@ async fn read_body(
         .map_or(buffer::INITIAL_CAPACITY, |len| len as usize)
         .min(limit);
     body.reserve(capacity);
-    let mut incoming = response.into_body();
-    while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(ScrapeFailure::Http)?;
-        if let Ok(data) = frame.into_data() {
-            if body.len() + data.len() > limit {
-                return Err(ScrapeFailure::BodyTooLarge { limit });
+    let append = |body: &mut BytesMut, data: &[u8]| {
+        if body.len() + data.len() > limit {
+            return Err(ScrapeFailure::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(data);
+        Ok(())
+    };
+    match answer {
+        Answer::Http2(response) => {
+            let mut stream = response.into_body();
+            while let Some(data) = stream.data().await {
+                let data = data.map_err(ScrapeFailure::Http2)?;
+                // The bytes are copied out at once, so the window is given back at once and the
+                // kubelet never waits on it. An error means the stream is already gone; the next
+                // `data` reports why.
+                let _ = stream.flow_control().release_capacity(data.len());
+                append(body, &data)?;
             }
-            body.extend_from_slice(&data);
+        }
+        Answer::Http1(response) => {
+            let mut incoming = response.into_body();
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(ScrapeFailure::Http)?;
+                if let Ok(data) = frame.into_data() {
+                    append(body, &data)?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// HTTP/2 settings towards kubelets. One request at a time, a body of tens of KiB: windows large
+/// enough that a body never waits on a window update (windows cost nothing until data arrives,
+/// and a body is read as it arrives), no server push, and a send buffer sized for one small
+/// request rather than an upload.
+fn h2_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .enable_push(false)
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(2 << 20)
+        .max_send_buffer_size(16 * 1024)
+        .max_header_list_size(16 * 1024)
+        .max_concurrent_reset_streams(8);
+    builder
 }
 
 // === impl RequestParts ===

@@ -89,6 +89,8 @@ pub enum ScrapeFailure {
     CertificateName(String),
     #[error("HTTP exchange with kubelet failed: {0}")]
     Http(#[source] hyper::Error),
+    #[error("HTTP/2 exchange with kubelet failed: {0}")]
+    Http2(#[source] h2::Error),
     #[error("scrape did not finish within {0:?}")]
     Timeout(Duration),
     #[error("kubelet answered HTTP {0}")]
