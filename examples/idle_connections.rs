@@ -8,13 +8,17 @@
 //! The kubelet stand-in runs in a child process (this program, re-run with `serve`), so its
 //! memory is not counted. The sink discards bodies, so no stored data is counted either: the
 //! figure is scraper actor, connection (TLS and HTTP/2 state) and per-node self-metrics.
-//! Resident memory is read from `/proc/self/status` before the engine starts and once every node
-//! has been scraped twice; the program allocates through mimalloc, as the server does.
+//! Resident memory (`/proc/self/status`) and live heap bytes (counted by the global allocator,
+//! mimalloc as in the server) are read before the engine starts and half a resolution after every
+//! node has been scraped twice, when most connections are idle. Live heap is the steadier figure:
+//! resident memory also keeps what the allocator has not returned since the start-up peak.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,37 @@ use metrics_server::scrape::{
 };
 use metrics_server::telemetry::Telemetry;
 
+/// mimalloc, as in the server, with a count of the bytes currently allocated.
+struct LiveBytes;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers every operation to mimalloc unchanged; only counts sizes.
+unsafe impl GlobalAlloc for LiveBytes {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: LiveBytes = LiveBytes;
+
+fn live_kib() -> u64 {
+    (LIVE.load(Ordering::Relaxed) / 1024) as u64
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -153,6 +186,7 @@ fn measure(nodes: usize) -> Result<(), Box<dyn std::error::Error>> {
                 .collect::<BTreeMap<_, _>>(),
         );
         let before = rss_kib();
+        let heap_before = live_kib();
         let (_tx, rx) = tokio::sync::watch::channel(targets);
         let resolution = Duration::from_secs(2);
         let handle = scrape::start_with(
@@ -183,17 +217,31 @@ fn measure(nodes: usize) -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             if started.elapsed() > Duration::from_secs(120) {
-                return Err("nodes were not all scraped twice within 120 s".into());
+                let behind: Vec<_> = (0..nodes)
+                    .filter_map(|i| handle.node_stats(&format!("node-{i}")))
+                    .filter(|stats| stats.scrapes_ok < 2)
+                    .collect();
+                return Err(format!(
+                    "{} nodes were not scraped twice within 120 s; one of them: {:?}",
+                    behind.len(),
+                    behind.first()
+                )
+                .into());
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
+        // Half a period later: between two scrapes of most nodes.
+        actix_rt::time::sleep(resolution / 2).await;
         let after = rss_kib();
+        let heap_after = live_kib();
         let opened = handle.connections_opened();
         handle.stop();
         println!(
-            "nodes {nodes}, connections opened {opened}, RSS before {before} KiB, after {after} KiB, \
-             peak {peak} KiB, per node {:.1} KiB",
-            (after.saturating_sub(before)) as f64 / nodes as f64
+            "nodes {nodes}, connections opened {opened}; RSS before {before} KiB, after {after} KiB \
+             (peak {peak} KiB), {:.1} KiB per node; heap before {heap_before} KiB, after \
+             {heap_after} KiB, {:.1} KiB per node",
+            after.saturating_sub(before) as f64 / nodes as f64,
+            heap_after.saturating_sub(heap_before) as f64 / nodes as f64,
         );
         Ok::<_, Box<dyn std::error::Error>>(())
     });

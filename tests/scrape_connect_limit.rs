@@ -1,6 +1,6 @@
-//! The engine-wide bound on connects in progress: many nodes starting at once take turns at
-//! connecting, a hanging kubelet holds a turn for at most the request timeout, and a healthy node
-//! still gets connected and scraped while others hang.
+//! The engine-wide bound on TLS handshakes in progress: many nodes starting at once take turns at
+//! handshaking, a kubelet that stalls its handshake holds a turn for at most the request timeout,
+//! and a healthy node still gets connected and scraped while others stall.
 //!
 //! Everything listens on 127.0.0.1 and stops with the test.
 
@@ -29,16 +29,47 @@ use metrics_server::telemetry::Telemetry;
 
 // === a listener that accepts TCP and never answers the TLS handshake ===
 
-/// Counts the connections it holds open at once. It runs one accept loop that, before counting a
-/// new connection, drops every held one the client has closed: the client closes its socket before
-/// it gives its connect turn to another node, and on loopback that close is visible by the time the
-/// next connection is accepted, so the count is the client's own concurrency.
+/// Counts the connections that are in a TLS handshake at once: those that have sent their
+/// ClientHello and not closed. Whenever any connection becomes readable, one sweep over all of
+/// them (under one lock) drains what each sent and drops the closed ones before counting. The
+/// client closes its socket before it passes its turn on, and on loopback that close is visible
+/// by the time the next node's ClientHello is, so the count is the client's own concurrency.
 struct Silent {
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    most_open: Arc<AtomicUsize>,
+    /// Connections that sent a ClientHello, in all.
+    hellos: Arc<AtomicUsize>,
+    most_handshaking: Arc<AtomicUsize>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A connection held by [`Silent`], and whether it has sent anything yet.
+struct Held {
+    tcp: Arc<tokio::net::TcpStream>,
+    said_hello: bool,
+}
+
+#[derive(Default)]
+struct Census {
+    held: Vec<Held>,
+}
+
+impl Census {
+    /// Drains every connection, forgets closed ones, and returns how many are handshaking and
+    /// how many said hello in this sweep.
+    fn sweep(&mut self) -> (usize, usize) {
+        let mut new_hellos = 0;
+        self.held.retain_mut(|held| {
+            let (open, read) = drain(&held.tcp);
+            if read && !held.said_hello {
+                held.said_hello = true;
+                new_hellos += 1;
+            }
+            open
+        });
+        let handshaking = self.held.iter().filter(|held| held.said_hello).count();
+        (handshaking, new_hellos)
+    }
 }
 
 impl Silent {
@@ -46,10 +77,10 @@ impl Silent {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let most_open = Arc::new(AtomicUsize::new(0));
+        let hellos = Arc::new(AtomicUsize::new(0));
+        let most_handshaking = Arc::new(AtomicUsize::new(0));
         let (shutdown, mut stop) = oneshot::channel::<()>();
-        let (thread_accepted, thread_most_open) = (accepted.clone(), most_open.clone());
+        let (thread_hellos, thread_most) = (hellos.clone(), most_handshaking.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -57,26 +88,44 @@ impl Silent {
                 .expect("listener runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+                let census = Arc::new(std::sync::Mutex::new(Census::default()));
                 loop {
                     let tcp = tokio::select! {
                         accepted = listener.accept() => match accepted {
-                            Ok((tcp, _)) => tcp,
+                            Ok((tcp, _)) => Arc::new(tcp),
                             Err(_) => continue,
                         },
                         _ = &mut stop => return,
                     };
-                    open.retain(still_open);
-                    open.push(tcp);
-                    thread_accepted.fetch_add(1, Ordering::SeqCst);
-                    thread_most_open.fetch_max(open.len(), Ordering::SeqCst);
+                    census.lock().expect("census").held.push(Held {
+                        tcp: tcp.clone(),
+                        said_hello: false,
+                    });
+                    let (census, hellos, most) =
+                        (census.clone(), thread_hellos.clone(), thread_most.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            if tcp.readable().await.is_err() {
+                                return;
+                            }
+                            let (handshaking, new_hellos) = census.lock().expect("census").sweep();
+                            hellos.fetch_add(new_hellos, Ordering::SeqCst);
+                            most.fetch_max(handshaking, Ordering::SeqCst);
+                            // Closed (the sweep dropped it): this task is done.
+                            if Arc::strong_count(&tcp) == 1 {
+                                return;
+                            }
+                        }
+                    });
                 }
             });
+            // Dropping the runtime closes every held connection.
+            drop(runtime);
         });
         Silent {
             addr,
-            accepted,
-            most_open,
+            hellos,
+            most_handshaking,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -87,16 +136,17 @@ impl Silent {
     }
 }
 
-/// Whether the peer has not closed the connection: reads (and discards) what it sent until the
-/// socket would block (open) or reports end of stream or an error (closed).
-fn still_open(tcp: &tokio::net::TcpStream) -> bool {
+/// Reads (and discards) what the peer sent until the socket would block. Returns whether the
+/// connection is still open and whether anything was read.
+fn drain(tcp: &tokio::net::TcpStream) -> (bool, bool) {
     let mut scratch = [0u8; 4096];
+    let mut read = false;
     loop {
         match tcp.try_read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
+            Ok(0) => return (false, read),
+            Ok(_) => read = true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (true, read),
+            Err(_) => return (false, read),
         }
     }
 }
@@ -268,13 +318,13 @@ async fn connects_in_progress_never_exceed_the_limit_and_hanging_ones_give_their
     let handle = start(&targets, 2, Duration::from_millis(250));
 
     // Every handshake hangs, so each turn ends only by its scrape's request timeout (which
-    // counts the wait for the turn too); 12 connects mean turns were handed on several times.
-    wait_for("twelve connects", || {
-        silent.accepted.load(Ordering::SeqCst) >= 12
+    // counts the wait for the turn too); 12 handshakes mean turns were handed on several times.
+    wait_for("twelve handshakes", || {
+        silent.hellos.load(Ordering::SeqCst) >= 12
     })
     .await;
     handle.stop();
-    assert_eq!(silent.most_open.load(Ordering::SeqCst), 2);
+    assert_eq!(silent.most_handshaking.load(Ordering::SeqCst), 2);
 }
 
 #[actix_rt::test]
@@ -286,8 +336,8 @@ async fn without_a_limit_every_node_connects_at_once() {
         .map(|i| silent.target(&format!("node-{i}")))
         .collect();
     let handle = start(&targets, 0, Duration::from_secs(5));
-    wait_for("all eight nodes to connect", || {
-        silent.most_open.load(Ordering::SeqCst) == 8
+    wait_for("all eight nodes to be in a handshake", || {
+        silent.most_handshaking.load(Ordering::SeqCst) == 8
     })
     .await;
     handle.stop();
@@ -316,6 +366,6 @@ async fn hanging_kubelets_holding_every_turn_do_not_keep_a_healthy_node_from_scr
             .map(|stats| stats.connections_opened),
         Some(1)
     );
-    assert_eq!(silent.most_open.load(Ordering::SeqCst), 1);
+    assert_eq!(silent.most_handshaking.load(Ordering::SeqCst), 1);
     handle.stop();
 }

@@ -51,7 +51,7 @@ pub struct KubeletClient {
     /// The request URIs and `Host`, built once: a scrape clones them (reference counts only).
     /// `None` when the target does not make a valid URI; every fetch then fails with `Address`.
     request: Option<RequestParts>,
-    /// Shared by every scraper: bounds the connects and TLS handshakes in progress at once.
+    /// Shared by every scraper: bounds the TLS handshakes in progress at once.
     connect_limit: Option<Arc<Semaphore>>,
     connection: Option<Connection>,
     counters: Arc<NodeCounters>,
@@ -195,13 +195,6 @@ impl KubeletClient {
     async fn connect(&self) -> Result<Connection, ScrapeFailure> {
         let server_name = tls::server_name(&self.target.host)
             .ok_or_else(|| ScrapeFailure::Address(self.target.host.clone()))?;
-        // Held until the connection is ready for requests, and no longer: the caller's timeout
-        // drops this future, and the permit with it, so a hanging kubelet holds one for at most
-        // the request timeout. A closed semaphore (never closed today) means no limit.
-        let _permit = match &self.connect_limit {
-            Some(limit) => limit.clone().acquire_owned().await.ok(),
-            None => None,
-        };
         let host = self
             .target
             .host
@@ -213,6 +206,17 @@ impl KubeletClient {
                 address: self.authority.clone(),
                 source,
             })?;
+        // Taken for the TLS handshake and the HTTP/2 preface, the part of a connect that costs
+        // CPU, not for the TCP connect: a kubelet that does not answer SYNs (a powered-off node)
+        // holds no turn. Held until the connection is ready for requests and no longer; the
+        // caller's timeout drops this future and the permit with it, so a kubelet that stalls
+        // its handshake holds a turn for at most the request timeout. (The handshake future,
+        // which owns the socket, is dropped before the permit: the socket is closed before the
+        // turn passes on.) A closed semaphore (never closed today) means no limit.
+        let _permit = match &self.connect_limit {
+            Some(limit) => limit.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);
         let stream = self

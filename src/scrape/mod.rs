@@ -158,11 +158,12 @@ pub struct EngineOptions {
     pub reconnect_base: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
-    /// Connects (TCP, TLS handshake, HTTP/2 preface) in progress at once, all nodes together; 0
-    /// means no limit. A server starting against thousands of nodes would otherwise run all their
-    /// handshakes at once, each slowed by all the others until most time out. A connect waiting
-    /// for its turn counts against its scrape's request timeout, and a connect holds its turn for
-    /// at most that timeout, so a hanging kubelet cannot hold one for longer.
+    /// TLS handshakes (with the HTTP/2 preface) in progress at once, all nodes together; 0 means
+    /// no limit. A server starting against thousands of nodes would otherwise run all their
+    /// handshakes at once, each slowed by all the others until most time out. The TCP connect
+    /// before it is not limited (it costs no CPU, and a node that does not answer must not hold
+    /// a turn). Waiting for a turn counts against the scrape's request timeout, and a handshake
+    /// holds its turn for at most that timeout, so a stalling kubelet cannot hold one longer.
     pub max_concurrent_connects: usize,
 }
 
