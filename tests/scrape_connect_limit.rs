@@ -317,8 +317,8 @@ async fn connects_in_progress_never_exceed_the_limit_and_hanging_ones_give_their
         .collect();
     let handle = start(&targets, 2, Duration::from_millis(250));
 
-    // Every handshake hangs, so each turn ends only by its scrape's request timeout (which
-    // counts the wait for the turn too); 12 handshakes mean turns were handed on several times.
+    // Every handshake hangs, so each turn ends only by the request timeout of the handshake;
+    // 12 handshakes mean turns were handed on several times over.
     wait_for("twelve handshakes", || {
         silent.hellos.load(Ordering::SeqCst) >= 12
     })
@@ -359,13 +359,6 @@ async fn hanging_kubelets_holding_every_turn_do_not_keep_a_healthy_node_from_scr
             .is_some_and(|stats| stats.scrapes_ok >= 3)
     })
     .await;
-    // Once connected the healthy node needs no further turn.
-    assert_eq!(
-        handle
-            .node_stats("healthy")
-            .map(|stats| stats.connections_opened),
-        Some(1)
-    );
     assert_eq!(silent.most_handshaking.load(Ordering::SeqCst), 1);
     handle.stop();
 }

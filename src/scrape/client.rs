@@ -21,7 +21,7 @@ use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGT
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::buffer;
 use super::tls::{self, KubeletTls, ALPN_H2};
@@ -115,6 +115,28 @@ impl KubeletClient {
     /// [`KubeletClient::fetch`] into a caller's buffer, which is cleared first; on error its
     /// content is unspecified. Lets the caller reuse one buffer for many scrapes.
     pub async fn fetch_into(&mut self, body: &mut BytesMut) -> Result<(), ScrapeFailure> {
+        self.fetch_with_turn(body, None).await
+    }
+
+    /// A turn at handshaking, if handshakes are bounded and this client will need one (it holds
+    /// no connection). Waited for before the scrape's own timeout starts, so a node that waited
+    /// long for its turn still has the whole request timeout for its handshake and request.
+    pub(crate) async fn handshake_turn(&self) -> Option<OwnedSemaphorePermit> {
+        if self.connection.is_some() {
+            return None;
+        }
+        // A closed semaphore (never closed today) means no limit.
+        self.connect_limit.clone()?.acquire_owned().await.ok()
+    }
+
+    /// [`KubeletClient::fetch_into`], connecting (if it must) on `turn` when given, else on a
+    /// turn it waits for itself. The turn is given back as soon as the connection is ready, or
+    /// when this future ends or is dropped.
+    pub(crate) async fn fetch_with_turn(
+        &mut self,
+        body: &mut BytesMut,
+        mut turn: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ScrapeFailure> {
         body.clear();
         // Taken out for the exchange: if this future is dropped (timeout) or fails, the connection
         // goes with it, and only a connection that finished the exchange cleanly is put back.
@@ -128,13 +150,13 @@ impl KubeletClient {
                 // The kubelet may close an idle connection just as a request goes out; that is not
                 // the kubelet failing, so one fresh connection gets the same request.
                 Err(_) => {
-                    let mut connection = self.connect().await?;
+                    let mut connection = self.connect(turn.take()).await?;
                     let response = self.send(&mut connection).await?;
                     (connection, response)
                 }
             },
             None => {
-                let mut connection = self.connect().await?;
+                let mut connection = self.connect(turn.take()).await?;
                 let response = self.send(&mut connection).await?;
                 (connection, response)
             }
@@ -192,7 +214,10 @@ impl KubeletClient {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, ScrapeFailure> {
+    async fn connect(
+        &self,
+        turn: Option<OwnedSemaphorePermit>,
+    ) -> Result<Connection, ScrapeFailure> {
         let server_name = tls::server_name(&self.target.host)
             .ok_or_else(|| ScrapeFailure::Address(self.target.host.clone()))?;
         let host = self
@@ -206,16 +231,16 @@ impl KubeletClient {
                 address: self.authority.clone(),
                 source,
             })?;
-        // Taken for the TLS handshake and the HTTP/2 preface, the part of a connect that costs
-        // CPU, not for the TCP connect: a kubelet that does not answer SYNs (a powered-off node)
-        // holds no turn. Held until the connection is ready for requests and no longer; the
-        // caller's timeout drops this future and the permit with it, so a kubelet that stalls
-        // its handshake holds a turn for at most the request timeout. (The handshake future,
-        // which owns the socket, is dropped before the permit: the socket is closed before the
-        // turn passes on.) A closed semaphore (never closed today) means no limit.
-        let _permit = match &self.connect_limit {
-            Some(limit) => limit.clone().acquire_owned().await.ok(),
-            None => None,
+        // A turn covers the TLS handshake and the HTTP/2 preface, the part of a connect that
+        // costs CPU, not the TCP connect: a kubelet that does not answer SYNs (a powered-off
+        // node) holds no turn. It is held until the connection is ready for requests and no
+        // longer; the caller's timeout drops this future and the turn with it, so a kubelet that
+        // stalls its handshake holds a turn for at most the request timeout. (The handshake
+        // future, which owns the socket, is dropped before the turn: the socket is closed before
+        // the turn passes on.)
+        let _turn = match turn {
+            Some(turn) => Some(turn),
+            None => self.handshake_turn().await,
         };
         // Requests are small and latency matters more than packet count.
         let _ = tcp.set_nodelay(true);

@@ -53,7 +53,9 @@ pub struct KubeletTlsConfig {
 pub struct ScrapeConfig {
     /// `--metric-resolution`: the period between two scrapes of a node.
     pub resolution: Duration,
-    /// `--kubelet-request-timeout`: the bound on one scrape, connect included.
+    /// `--kubelet-request-timeout`: the bound on one scrape, connect included (a node waiting
+    /// for its turn at a TLS handshake waits up to this long before it, see
+    /// [`EngineOptions::max_concurrent_connects`]).
     pub request_timeout: Duration,
     /// A larger response body fails the scrape.
     pub max_body_bytes: usize,
@@ -162,8 +164,9 @@ pub struct EngineOptions {
     /// no limit. A server starting against thousands of nodes would otherwise run all their
     /// handshakes at once, each slowed by all the others until most time out. The TCP connect
     /// before it is not limited (it costs no CPU, and a node that does not answer must not hold
-    /// a turn). Waiting for a turn counts against the scrape's request timeout, and a handshake
-    /// holds its turn for at most that timeout, so a stalling kubelet cannot hold one longer.
+    /// a turn). Waiting for a turn is bounded by the request timeout, after which the handshake
+    /// and request have a request timeout of their own; a handshake holds its turn for at most
+    /// that timeout, so a stalling kubelet cannot hold one longer.
     pub max_concurrent_connects: usize,
 }
 

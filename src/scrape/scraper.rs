@@ -149,14 +149,29 @@ impl ScrapeLoop {
         // From this thread's pool: the sink only borrows the body, so the buffer is free again
         // (and goes back to the pool) as soon as this scrape is done.
         let mut body = BodyBuffer::take();
-        let fetch = self.client.fetch_into(&mut body);
-        let result = match tokio::time::timeout(self.request_timeout, fetch).await {
-            Ok(result) => result,
-            Err(_) => {
-                // The exchange was dropped half-way; a connection in an unknown state is not kept.
-                self.client.disconnect();
-                Err(ScrapeFailure::Timeout(self.request_timeout))
+        // A node that must connect first waits for its turn at handshaking (bounded by the
+        // request timeout too), and then has the whole request timeout for the handshake and
+        // the request: under a start-up storm a turn is not wasted on a handshake that the time
+        // left could not have covered.
+        let turn =
+            match tokio::time::timeout(self.request_timeout, self.client.handshake_turn()).await {
+                Ok(turn) => Ok(turn),
+                Err(_) => Err(ScrapeFailure::Timeout(self.request_timeout)),
+            };
+        let result = match turn {
+            Ok(turn) => {
+                let fetch = self.client.fetch_with_turn(&mut body, turn);
+                match tokio::time::timeout(self.request_timeout, fetch).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // The exchange was dropped half-way; a connection in an unknown state is
+                        // not kept.
+                        self.client.disconnect();
+                        Err(ScrapeFailure::Timeout(self.request_timeout))
+                    }
+                }
             }
+            Err(waited) => Err(waited),
         };
         let now = unix_now();
         let result = result.and_then(|()| {
