@@ -415,6 +415,7 @@ fn options(arbiters: usize) -> EngineOptions {
         arbiters,
         reconnect_base: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(200),
+        ..EngineOptions::default()
     }
 }
 

@@ -12,6 +12,7 @@
 //! the server is [`StoreSink`] (decode, then write the node's points).
 
 pub mod backoff;
+pub mod buffer;
 pub mod client;
 pub mod scraper;
 pub mod supervisor;
@@ -52,7 +53,9 @@ pub struct KubeletTlsConfig {
 pub struct ScrapeConfig {
     /// `--metric-resolution`: the period between two scrapes of a node.
     pub resolution: Duration,
-    /// `--kubelet-request-timeout`: the bound on one scrape, connect included.
+    /// `--kubelet-request-timeout`: the bound on one scrape, connect included (a node waiting
+    /// for its turn at a TLS handshake waits up to this long before it, see
+    /// [`EngineOptions::max_concurrent_connects`]).
     pub request_timeout: Duration,
     /// A larger response body fails the scrape.
     pub max_body_bytes: usize,
@@ -88,6 +91,8 @@ pub enum ScrapeFailure {
     CertificateName(String),
     #[error("HTTP exchange with kubelet failed: {0}")]
     Http(#[source] hyper::Error),
+    #[error("HTTP/2 exchange with kubelet failed: {0}")]
+    Http2(#[source] h2::Error),
     #[error("scrape did not finish within {0:?}")]
     Timeout(Duration),
     #[error("kubelet answered HTTP {0}")]
@@ -155,6 +160,14 @@ pub struct EngineOptions {
     pub reconnect_base: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
+    /// TLS handshakes (with the HTTP/2 preface) in progress at once, all nodes together; 0 means
+    /// no limit. A server starting against thousands of nodes would otherwise run all their
+    /// handshakes at once, each slowed by all the others until most time out. The TCP connect
+    /// before it is not limited (it costs no CPU, and a node that does not answer must not hold
+    /// a turn). Waiting for a turn is bounded by the request timeout, after which the handshake
+    /// and request have a request timeout of their own; a handshake holds its turn for at most
+    /// that timeout, so a stalling kubelet cannot hold one longer.
+    pub max_concurrent_connects: usize,
 }
 
 impl Default for EngineOptions {
@@ -165,6 +178,7 @@ impl Default for EngineOptions {
                 .unwrap_or(1),
             reconnect_base: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
+            max_concurrent_connects: 64,
         }
     }
 }
@@ -328,6 +342,8 @@ pub fn start_with(
         .map(|_| actix::Arbiter::new())
         .collect();
     let stats: StatsMap = Arc::new(DashMap::new());
+    let connect_limit = (options.max_concurrent_connects > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_connects)));
     let supervisor = supervisor::Supervisor::new(
         supervisor::SupervisorParts {
             sink,
@@ -336,6 +352,7 @@ pub fn start_with(
             config,
             options,
             arbiters: arbiters.iter().map(|a| a.handle()).collect(),
+            connect_limit,
             stats: stats.clone(),
         },
         targets,

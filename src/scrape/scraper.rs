@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, WrapFuture};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use super::backoff::Backoff;
+use super::buffer::BodyBuffer;
 use super::client::KubeletClient;
 use super::tls::KubeletTls;
 use super::{unix_now, EngineOptions, NodeCounters, ScrapeFailure, ScrapeSink};
@@ -29,6 +31,8 @@ pub struct ScraperParts {
     pub options: EngineOptions,
     pub sink: Arc<dyn ScrapeSink>,
     pub telemetry: Arc<Telemetry>,
+    /// Shared by all scrapers; see [`EngineOptions::max_concurrent_connects`].
+    pub connect_limit: Option<Arc<Semaphore>>,
     pub(crate) counters: Arc<NodeCounters>,
 }
 
@@ -106,6 +110,7 @@ impl ScrapeLoop {
                 parts.target,
                 parts.tls,
                 parts.max_body_bytes,
+                parts.connect_limit,
                 parts.counters.clone(),
             ),
             resolution: parts.resolution,
@@ -141,21 +146,41 @@ impl ScrapeLoop {
     async fn scrape_once(&mut self) {
         let started = Instant::now();
         let request_time = unix_now();
-        let result = match tokio::time::timeout(self.request_timeout, self.client.fetch()).await {
-            Ok(result) => result,
-            Err(_) => {
-                // The exchange was dropped half-way; a connection in an unknown state is not kept.
-                self.client.disconnect();
-                Err(ScrapeFailure::Timeout(self.request_timeout))
+        // From this thread's pool: the sink only borrows the body, so the buffer is free again
+        // (and goes back to the pool) as soon as this scrape is done.
+        let mut body = BodyBuffer::take();
+        // A node that must connect first waits for its turn at handshaking (bounded by the
+        // request timeout too), and then has the whole request timeout for the handshake and
+        // the request: under a start-up storm a turn is not wasted on a handshake that the time
+        // left could not have covered.
+        let turn =
+            match tokio::time::timeout(self.request_timeout, self.client.handshake_turn()).await {
+                Ok(turn) => Ok(turn),
+                Err(_) => Err(ScrapeFailure::Timeout(self.request_timeout)),
+            };
+        let result = match turn {
+            Ok(turn) => {
+                let fetch = self.client.fetch_with_turn(&mut body, turn);
+                match tokio::time::timeout(self.request_timeout, fetch).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // The exchange was dropped half-way; a connection in an unknown state is
+                        // not kept.
+                        self.client.disconnect();
+                        Err(ScrapeFailure::Timeout(self.request_timeout))
+                    }
+                }
             }
+            Err(waited) => Err(waited),
         };
         let now = unix_now();
-        let result = result.and_then(|body| {
+        let result = result.and_then(|()| {
             if self.stopped.load(Ordering::SeqCst) {
                 return Ok(());
             }
             self.sink.accept(&self.node, &body, request_time, now)
         });
+        drop(body);
         self.telemetry.kubelet_request(
             &self.node,
             request_time as f64 / 1e9,

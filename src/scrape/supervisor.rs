@@ -13,7 +13,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler,
     Message, WrapFuture,
 };
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use super::scraper::{Scraper, ScraperParts, Stop};
 use super::tls::KubeletTls;
@@ -30,6 +30,8 @@ pub struct SupervisorParts {
     pub config: ScrapeConfig,
     pub options: EngineOptions,
     pub arbiters: Vec<ArbiterHandle>,
+    /// Shared by every scraper; see [`EngineOptions::max_concurrent_connects`].
+    pub connect_limit: Option<Arc<Semaphore>>,
     pub(crate) stats: StatsMap,
 }
 
@@ -120,6 +122,7 @@ impl Supervisor {
             options: self.parts.options.clone(),
             sink: self.parts.sink.clone(),
             telemetry: self.parts.telemetry.clone(),
+            connect_limit: self.parts.connect_limit.clone(),
             counters,
         };
         let addr = match self
