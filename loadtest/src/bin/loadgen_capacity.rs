@@ -5,7 +5,8 @@
 //! per 1,000 requests, so the generator can be checked not to be what limits a run.
 //!
 //! ```sh
-//! cargo run --release -p kubelet-fleet --example loadgen_capacity -- [RATE] [SECONDS] [BODY_BYTES]
+//! cargo build --release --workspace
+//! target/release/loadgen-capacity [RATE] [SECONDS] [BODY_BYTES]
 //! ```
 //!
 //! Defaults: 20,000 req/s for 10 s, 10,000-byte bodies (about an HPA answer of 30 pods), 256 in
@@ -53,7 +54,9 @@ async fn main() -> anyhow::Result<()> {
     let Some(nginx_bin) = find_binary("nginx") else {
         anyhow::bail!("nginx is not installed: nothing to aim at");
     };
-    let dir = tempfile::tempdir()?;
+    // nginx's files (bodies, certificate, configuration), removed at the end.
+    let dir = std::env::temp_dir().join(format!("loadgen-capacity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
     let pattern = b"{\"metadata\":{\"name\":\"payments-api-6f895b7f8f-px6zk\"}},";
     let body = Bytes::from(
         pattern
@@ -71,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let bodies: Vec<(String, Bytes)> = paths.iter().map(|p| (p.clone(), body.clone())).collect();
-    let nginx = Nginx::start(&nginx_bin, &dir.path().join("nginx"), 1, &bodies).await?;
+    let nginx = Nginx::start(&nginx_bin, &dir.join("nginx"), 1, &bodies).await?;
     println!(
         "target: {} (1 worker) at {}, {} paths, {} bytes each",
         nginx.version, nginx.addr, PATHS, body_bytes
@@ -131,10 +134,11 @@ async fn main() -> anyhow::Result<()> {
 
     // h2load on the same paths, at the same rate per connection.
     match find_binary("h2load") {
-        Some(h2load) => run_h2load(&h2load, dir.path(), &nginx, &paths, rate, seconds).await?,
+        Some(h2load) => run_h2load(&h2load, &dir, &nginx, &paths, rate, seconds).await?,
         None => println!("h2load: not installed, skipped"),
     }
     nginx.stop(Duration::from_secs(5)).await;
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
