@@ -49,6 +49,8 @@ pub enum ApiLoadError {
     ServerName(String),
     #[error("building the stream's requests: {0}")]
     Request(String),
+    #[error("starting the stream's thread: {0}")]
+    Runtime(std::io::Error),
     #[error("histogram: {0}")]
     Histogram(#[from] hdrhistogram::CreationError),
 }
@@ -573,29 +575,52 @@ pub async fn run_stream(
     };
     let rate = stream.spec.target_rate().filter(|r| *r > 0.0);
     let prepared = Arc::new(prepared);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..connections {
-        // Connection c sends requests c, c + C, c + 2C, ... of the stream's schedule.
-        let schedule = rate.map(|rate| Schedule {
-            first: start + Duration::from_secs_f64(f64::from(c) / rate),
-            period: Duration::from_secs_f64(f64::from(connections) / rate),
-        });
-        let cap = concurrency / connections + u32::from(c < concurrency % connections);
-        tasks.spawn(drive(Driver {
-            first_path: c as usize,
-            path_step: connections as usize,
-            cap: cap.max(1) as usize,
-            schedule,
-            dialer: dialer.clone(),
-            prepared: prepared.clone(),
-            shared: shared.clone(),
-            timeout,
-            began,
-            stop: stop.clone(),
-        }));
-    }
-    while tasks.join_next().await.is_some() {}
+    // The stream runs on a thread of its own with a single-threaded runtime: its drivers and
+    // their connections' tasks wake each other without crossing threads (a multi-threaded
+    // runtime costs more CPU per request: see the README), and the stream uses at most one core
+    // whatever else this process runs.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ApiLoadError::Runtime)?;
+    let drivers_shared = shared.clone();
+    let stop_all = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("load-{}", stream.label))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let start = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for c in 0..connections {
+                    // Connection c sends requests c, c + C, c + 2C, ... of the schedule.
+                    let schedule = rate.map(|rate| Schedule {
+                        first: start + Duration::from_secs_f64(f64::from(c) / rate),
+                        period: Duration::from_secs_f64(f64::from(connections) / rate),
+                    });
+                    let cap = concurrency / connections + u32::from(c < concurrency % connections);
+                    tasks.spawn(drive(Driver {
+                        first_path: c as usize,
+                        path_step: connections as usize,
+                        cap: cap.max(1) as usize,
+                        schedule,
+                        dialer: dialer.clone(),
+                        prepared: prepared.clone(),
+                        shared: drivers_shared.clone(),
+                        timeout,
+                        began,
+                        stop: stop_all.clone(),
+                    }));
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            // Dropping the runtime here ends the connections' tasks before the result is read.
+            drop(runtime);
+            let _ = done_tx.send(());
+        })
+        .map_err(ApiLoadError::Runtime)?;
+    // The sender is dropped, sent or not, when the thread ends: either way the drivers are done.
+    let _ = done_rx.await;
     let seconds = std::mem::take(&mut *shared.seconds.lock().unwrap_or_else(|e| e.into_inner()));
     let sample_errors =
         std::mem::take(&mut *shared.errors.lock().unwrap_or_else(|e| e.into_inner()));
