@@ -576,9 +576,8 @@ pub async fn run_stream(
     let rate = stream.spec.target_rate().filter(|r| *r > 0.0);
     let prepared = Arc::new(prepared);
     // The stream runs on a thread of its own with a single-threaded runtime: its drivers and
-    // their connections' tasks wake each other without crossing threads (a multi-threaded
-    // runtime costs more CPU per request: see the README), and the stream uses at most one core
-    // whatever else this process runs.
+    // their connections' tasks wake each other without crossing threads, and the stream uses
+    // at most one core whatever else this process runs.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
