@@ -785,6 +785,10 @@ async fn drive(d: Driver) {
             n = n.wrapping_add(d.path_step);
             in_flight.push(exchange(sent, intended, d.timeout));
         }
+        // Nothing in flight and no usable connection: reconnect first.
+        if in_flight.is_empty() && sender.as_ref().is_none_or(Sender::is_closed) {
+            continue;
+        }
         tokio::select! {
             biased;
             _ = d.stop.cancelled() => break,
@@ -810,7 +814,10 @@ async fn drive(d: Driver) {
                     }
                 }
             }
-            _ = sleep_until_due(next_due), if in_flight.len() < d.cap && sender.is_some() => {}
+            // Only when a request could go out: not at the cap, nor on a closed connection
+            // whose requests are still ending (the reconnect waits for them).
+            _ = sleep_until_due(next_due), if in_flight.len() < d.cap
+                && sender.as_ref().is_some_and(|s| !s.is_closed()) => {}
         }
     }
     d.shared.flush(local_second, &mut local);
@@ -936,6 +943,65 @@ mod tests {
             assert_eq!(all.errors, 0, "{protocol}: {:?}", result.sample_errors);
             assert!(all.bytes > 0);
         }
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_reconnects_after_its_connection_is_reset() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fleet = crate::fleet::Fleet::builder()
+            .nodes(1)
+            .pods_per_node(2)
+            .port(0)
+            .start(dir.path())
+            .await
+            .expect("starts");
+        let (node, addr) = fleet.addresses().into_iter().next().expect("a node");
+        fleet
+            .set_fault(&node, Some(crate::kubelet::fault::Fault::ResetMidBody))
+            .expect("fault");
+        let spec: ShapeSpec = toml::from_str(
+            "kind = \"path\"\npath = \"/metrics/resource\"\nprotocol = \"http1\"\nconcurrency = 1\nrate = 200.0\n",
+        )
+        .expect("spec");
+        let target = Target {
+            addr,
+            server_name: addr.ip().to_string(),
+            ca: None,
+            token: Some(fleet.token().to_owned()),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_stream(
+            target,
+            Stream::for_shape(&spec, &Catalogue::new(1, 1, 2)),
+            Duration::from_secs(5),
+            Instant::now(),
+            stop.clone(),
+        ));
+        let wait_for = |what: fn(crate::kubelet::Counts) -> u64, at_least: u64| {
+            let fleet = fleet.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while what(fleet.total_counts()) < at_least && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // Over HTTP/1.1 a body cut short ends its connection: a few requests meet the reset,
+        // each on a fresh connection.
+        wait_for(|c| c.connections, 3).await;
+        fleet.set_fault(&node, None).expect("fault cleared");
+        let bodies = fleet.total_counts().bodies;
+        wait_for(|c| c.bodies, bodies + 12).await;
+        stop.cancel();
+        let result = task.await.expect("joins").expect("runs");
+        let all = result.window(0, result.seconds.len());
+        assert!(all.errors >= 1, "{all:?}");
+        assert!(all.ok >= 10, "{all:?} {:?}", result.sample_errors);
+        assert!(
+            fleet.total_counts().connections >= 3,
+            "reconnected after each reset"
+        );
         fleet.shutdown().await;
     }
 }
