@@ -231,7 +231,9 @@ impl FleetBuilder {
         };
         let inner = Arc::new(Inner {
             cluster: Cluster::new(),
-            generator: Generator::new(self.seed, now_ns(), self.sample_period.as_millis() as i64),
+            // The initial nodes are laid out from the catalogue; later ones draw at random.
+            generator: Generator::new(self.seed, now_ns(), self.sample_period.as_millis() as i64)
+                .for_cluster(self.nodes, self.pods_per_node),
             tls,
             ctx,
             shared_port,

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::case::{Protocol, ShapeKind, ShapeSpec};
 use metrics_server::scrape::tls::NoVerification;
 
-use crate::kubelet::workload::{DAEMONSETS, WORKLOADS};
+use crate::kubelet::workload::Catalogue;
 
 /// Latencies are recorded in microseconds up to this bound; slower answers count as the bound.
 const MAX_LATENCY_US: u64 = 120_000_000;
@@ -45,6 +47,10 @@ pub enum ApiLoadError {
     Tls(#[from] rustls::Error),
     #[error("server name {0:?} is not valid")]
     ServerName(String),
+    #[error("building the stream's requests: {0}")]
+    Request(String),
+    #[error("starting the stream's thread: {0}")]
+    Runtime(std::io::Error),
     #[error("histogram: {0}")]
     Histogram(#[from] hdrhistogram::CreationError),
 }
@@ -70,20 +76,35 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The paths a shape requests from a `metrics.k8s.io` server for the fleet's workloads.
-    pub fn for_shape(spec: &ShapeSpec) -> Stream {
+    /// The paths a shape requests from a `metrics.k8s.io` server for a fleet whose workloads
+    /// are `catalogue` (rebuilt from the case: [`Catalogue::new`] with its seed and size).
+    ///
+    /// HPA: one path per Deployment or StatefulSet with pods, as the HPA controller asks for its
+    /// target's pods: the target's namespace and its label selector. A cluster with none (no
+    /// slot past the DaemonSets) gets the DaemonSets' selections instead, so the stream still
+    /// has paths.
+    pub fn for_shape(spec: &ShapeSpec, catalogue: &Catalogue) -> Stream {
         let base = "/apis/metrics.k8s.io/v1beta1";
+        let selection = |namespace: &str, name: &str| {
+            format!(
+                "{base}/namespaces/{namespace}/pods?labelSelector=app.kubernetes.io%2Fname%3D{name}"
+            )
+        };
         let paths = match spec.kind {
-            ShapeKind::Hpa => DAEMONSETS
-                .iter()
-                .chain(WORKLOADS.iter())
-                .map(|w| {
-                    format!(
-                        "{base}/namespaces/{}/pods?labelSelector=app.kubernetes.io%2Fname%3D{}",
-                        w.namespace, w.name
-                    )
-                })
-                .collect(),
+            ShapeKind::Hpa => {
+                let mut paths: Vec<String> = catalogue
+                    .hpa_targets()
+                    .map(|w| selection(&w.namespace, &w.name))
+                    .collect();
+                if paths.is_empty() {
+                    paths = catalogue
+                        .daemonsets()
+                        .iter()
+                        .map(|w| selection(&w.namespace, &w.name))
+                        .collect();
+                }
+                paths
+            }
             ShapeKind::TopPodsAll | ShapeKind::Vpa => vec![format!("{base}/pods")],
             ShapeKind::Nodes => vec![format!("{base}/nodes")],
             ShapeKind::Path => vec![spec.path.clone().unwrap_or_else(|| "/".to_owned())],
@@ -107,7 +128,8 @@ pub struct Second {
 }
 
 impl Second {
-    fn new() -> Result<Self, hdrhistogram::CreationError> {
+    /// An empty second.
+    pub fn new() -> Result<Self, hdrhistogram::CreationError> {
         Ok(Second {
             // Two significant figures keep a second's histogram small (a few KiB) for long runs.
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)?,
@@ -169,11 +191,15 @@ impl StreamResult {
 }
 
 /// Figures over several streams' seconds `[from, to)`, merged.
-pub fn window_all(results: &[StreamResult], from: usize, to: usize) -> WindowSummary {
+pub fn window_all<'a>(
+    results: impl IntoIterator<Item = &'a StreamResult>,
+    from: usize,
+    to: usize,
+) -> WindowSummary {
     let span = to.saturating_sub(from);
     summarize(
         results
-            .iter()
+            .into_iter()
             .flat_map(|r| r.seconds.iter().skip(from).take(span)),
         span,
     )
@@ -337,23 +363,6 @@ impl Dialer {
         })
     }
 
-    /// Sends one GET and reads the whole body without keeping it; returns its length.
-    async fn get(&self, conn: &Conn, path: &str) -> Result<u64, BoxError> {
-        let response = self.send(conn, path).await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        let mut bytes = 0u64;
-        while let Some(frame) = body.frame().await {
-            if let Some(data) = frame?.data_ref() {
-                bytes += data.len() as u64;
-            }
-        }
-        if !status.is_success() {
-            return Err(format!("status {status}").into());
-        }
-        Ok(bytes)
-    }
-
     /// Sends one GET and returns the body of a 2xx answer.
     async fn get_body(&self, conn: &Conn, path: &str) -> Result<Bytes, BoxError> {
         let response = self.send(conn, path).await?;
@@ -433,8 +442,8 @@ impl Client {
     }
 }
 
-/// Per-second results shared by a stream's workers; each worker adds its own second's figures
-/// when the second turns, so the lock is taken about once per worker per second.
+/// Per-second results shared by a stream's drivers; each driver adds its own second's figures
+/// when the second turns, so the lock is taken about once per driver per second.
 struct Shared {
     /// std Mutex, not tokio's: sections only add histograms and never await.
     seconds: Mutex<Vec<Second>>,
@@ -465,8 +474,76 @@ impl Shared {
     }
 }
 
+/// A stream's requests, built once: per request only the header map is new (hyper takes the
+/// request by value), the URI and header values are shared buffers.
+struct Prepared {
+    /// One per path: absolute over HTTP/2 (the `:authority` comes from it), origin-form over
+    /// HTTP/1.1.
+    uris: Vec<http::Uri>,
+    host: http::HeaderValue,
+    authorization: Option<http::HeaderValue>,
+    protocol: Protocol,
+}
+
+impl Prepared {
+    fn new(target: &Target, protocol: Protocol, paths: &[String]) -> Result<Prepared, BoxError> {
+        let authority = match target.addr {
+            SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        let mut uris = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = match protocol {
+                Protocol::H2 => format!("https://{authority}{path}"),
+                Protocol::Http1 => path.clone(),
+            };
+            // From `Bytes`, so a clone shares the buffer instead of copying the string.
+            uris.push(http::Uri::from_maybe_shared(Bytes::from(text))?);
+        }
+        let authorization = match &target.token {
+            Some(token) => Some(http::HeaderValue::from_maybe_shared(Bytes::from(format!(
+                "Bearer {token}"
+            )))?),
+            None => None,
+        };
+        Ok(Prepared {
+            uris,
+            host: http::HeaderValue::from_maybe_shared(Bytes::from(authority))?,
+            authorization,
+            protocol,
+        })
+    }
+
+    fn request(&self, n: usize) -> http::Request<Empty<Bytes>> {
+        let mut req = http::Request::new(Empty::new());
+        if let Some(uri) = self.uris.get(n % self.uris.len().max(1)) {
+            *req.uri_mut() = uri.clone();
+        }
+        let headers = req.headers_mut();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        if self.protocol == Protocol::Http1 {
+            headers.insert(http::header::HOST, self.host.clone());
+        }
+        if let Some(value) = &self.authorization {
+            headers.insert(http::header::AUTHORIZATION, value.clone());
+        }
+        req
+    }
+}
+
 /// Runs `stream` against `target` from `began` until `stop`; per-second figures are indexed by
 /// whole seconds since `began`.
+///
+/// One driver task per connection: over HTTP/2 the stream's `concurrency` is split over its
+/// `connections` (each driver keeps up to its share of requests in flight on its connection);
+/// over HTTP/1.1 each of `concurrency` connections has one request in flight. At a fixed rate
+/// the schedule is open loop: request `k` is due at `k / rate` and goes out then, whatever is
+/// still in flight, unless its driver already has its share in flight, in which case it waits
+/// for a slot and its latency counts that wait. Closed loop, a driver refills a slot as soon as
+/// an answer is read.
 pub async fn run_stream(
     target: Target,
     stream: Stream,
@@ -478,6 +555,8 @@ pub async fn run_stream(
     let connector = tls_connector(&target, protocol)?;
     let server_name = ServerName::try_from(target.server_name.clone())
         .map_err(|_| ApiLoadError::ServerName(target.server_name.clone()))?;
+    let prepared = Prepared::new(&target, protocol, &stream.paths)
+        .map_err(|e| ApiLoadError::Request(e.to_string()))?;
     let dialer = Arc::new(Dialer {
         target,
         protocol,
@@ -489,60 +568,58 @@ pub async fn run_stream(
         seconds: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
     });
-    let workers = stream.spec.concurrency.max(1);
+    let concurrency = stream.spec.concurrency.max(1);
     let connections = match protocol {
-        Protocol::H2 => stream.spec.connections.unwrap_or(1).clamp(1, workers),
-        Protocol::Http1 => workers,
+        Protocol::H2 => stream.spec.connections.unwrap_or(1).clamp(1, concurrency),
+        Protocol::Http1 => concurrency,
     };
-    let mut pool: Vec<Option<Conn>> = Vec::with_capacity(connections as usize);
-    for _ in 0..connections {
-        let opened = tokio::select! {
-            opened = tokio::time::timeout(timeout, dialer.open()) => opened,
-            _ = stop.cancelled() => break,
-        };
-        match opened {
-            Ok(Ok(conn)) => pool.push(Some(conn)),
-            Ok(Err(error)) => {
-                shared.note_error(&format!("connect: {error}"));
-                pool.push(None);
-            }
-            Err(_) => {
-                shared.note_error("connect: timed out");
-                pool.push(None);
-            }
-        }
-    }
-    // Each worker's period at a fixed rate; workers start spread over one period.
-    let period = stream
-        .spec
-        .target_rate()
-        .map(|rate| Duration::from_secs_f64(f64::from(workers) / rate.max(1e-9)));
-    let paths = Arc::new(stream.paths.clone());
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let conn = pool.get((w % connections) as usize).cloned().flatten();
-        let dialer = dialer.clone();
-        let shared = shared.clone();
-        let paths = paths.clone();
-        let stop = stop.clone();
-        let offset = period.map(|p| p.mul_f64(f64::from(w) / f64::from(workers)));
-        tasks.spawn(async move {
-            worker(WorkerArgs {
-                index: w as usize,
-                conn,
-                dialer,
-                shared,
-                paths,
-                period,
-                offset,
-                timeout,
-                began,
-                stop,
-            })
-            .await
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+    let rate = stream.spec.target_rate().filter(|r| *r > 0.0);
+    let prepared = Arc::new(prepared);
+    // The stream runs on a thread of its own with a single-threaded runtime: its drivers and
+    // their connections' tasks wake each other without crossing threads, and the stream uses
+    // at most one core whatever else this process runs.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ApiLoadError::Runtime)?;
+    let drivers_shared = shared.clone();
+    let stop_all = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("load-{}", stream.label))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let start = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for c in 0..connections {
+                    // Connection c sends requests c, c + C, c + 2C, ... of the schedule.
+                    let schedule = rate.map(|rate| Schedule {
+                        first: start + Duration::from_secs_f64(f64::from(c) / rate),
+                        period: Duration::from_secs_f64(f64::from(connections) / rate),
+                    });
+                    let cap = concurrency / connections + u32::from(c < concurrency % connections);
+                    tasks.spawn(drive(Driver {
+                        first_path: c as usize,
+                        path_step: connections as usize,
+                        cap: cap.max(1) as usize,
+                        schedule,
+                        dialer: dialer.clone(),
+                        prepared: prepared.clone(),
+                        shared: drivers_shared.clone(),
+                        timeout,
+                        began,
+                        stop: stop_all.clone(),
+                    }));
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            // Dropping the runtime here ends the connections' tasks before the result is read.
+            drop(runtime);
+            let _ = done_tx.send(());
+        })
+        .map_err(ApiLoadError::Runtime)?;
+    // The sender is dropped, sent or not, when the thread ends: either way the drivers are done.
+    let _ = done_rx.await;
     let seconds = std::mem::take(&mut *shared.seconds.lock().unwrap_or_else(|e| e.into_inner()));
     let sample_errors =
         std::mem::take(&mut *shared.errors.lock().unwrap_or_else(|e| e.into_inner()));
@@ -553,86 +630,205 @@ pub async fn run_stream(
     })
 }
 
-struct WorkerArgs {
-    index: usize,
-    conn: Option<Conn>,
+/// An open-loop schedule: due instants `first + k * period`.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    first: Instant,
+    period: Duration,
+}
+
+/// One connection's share of a stream.
+struct Driver {
+    first_path: usize,
+    path_step: usize,
+    /// Requests in flight at most.
+    cap: usize,
+    /// `None`: closed loop.
+    schedule: Option<Schedule>,
     dialer: Arc<Dialer>,
+    prepared: Arc<Prepared>,
     shared: Arc<Shared>,
-    paths: Arc<Vec<String>>,
-    period: Option<Duration>,
-    offset: Option<Duration>,
     timeout: Duration,
     began: Instant,
     stop: CancellationToken,
 }
 
-async fn worker(mut a: WorkerArgs) {
+/// A connection's sending half, owned by its driver.
+enum Sender {
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H2(s) => s.is_closed(),
+            Sender::H1(s) => s.is_closed(),
+        }
+    }
+}
+
+/// How one request ended.
+struct Outcome {
+    intended: Instant,
+    done: Instant,
+    result: Result<u64, String>,
+}
+
+/// Waits for the answer to a sent request and reads its body without keeping it.
+async fn exchange<F>(sent: F, intended: Instant, timeout: Duration) -> Outcome
+where
+    F: std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+{
+    let result = tokio::time::timeout(timeout, async {
+        let response = sent.await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.map_err(|e| e.to_string())?.data_ref() {
+                bytes += data.len() as u64;
+            }
+        }
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        Ok(bytes)
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".to_owned()));
+    Outcome {
+        intended,
+        done: Instant::now(),
+        result,
+    }
+}
+
+async fn drive(d: Driver) {
     let Ok(mut local) = Second::new() else {
         return;
     };
-    let mut local_second = a.began.elapsed().as_secs() as usize;
-    let mut due = Instant::now() + a.offset.unwrap_or_default();
-    let mut n = a.index;
+    let mut local_second = d.began.elapsed().as_secs() as usize;
+    let mut sender: Option<Sender> = None;
+    let mut in_flight = FuturesUnordered::new();
+    let mut n = d.first_path;
+    let mut next_due = d.schedule.map(|s| s.first);
     loop {
-        if let Some(period) = a.period {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due.into()) => {}
-                _ = a.stop.cancelled() => break,
-            }
-            // A worker that fell behind skips what it missed rather than bursting.
-            let now = Instant::now();
-            due += period;
-            if due < now {
-                due = now;
-            }
-        } else if a.stop.is_cancelled() {
+        if d.stop.is_cancelled() {
             break;
         }
-        let intended = if a.period.is_some() {
-            due.checked_sub(a.period.unwrap_or_default()).unwrap_or(due)
-        } else {
-            Instant::now()
-        };
-        let path = &a.paths[n % a.paths.len().max(1)];
-        n = n.wrapping_add(1);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(a.timeout, async {
-                if a.conn.as_ref().is_none_or(Conn::is_closed) {
-                    a.conn = Some(a.dialer.open().await?);
+        // (Re)connect once the old connection's requests have all ended.
+        if sender.as_ref().is_none_or(Sender::is_closed) && in_flight.is_empty() {
+            sender = None;
+            let opened = tokio::select! {
+                opened = tokio::time::timeout(d.timeout, d.dialer.open()) => opened,
+                _ = d.stop.cancelled() => break,
+            };
+            let failure = match opened {
+                Ok(Ok(Conn::H2(s))) => {
+                    sender = Some(Sender::H2(s));
+                    None
                 }
-                match &a.conn {
-                    Some(conn) => a.dialer.get(conn, path).await,
-                    None => Err::<u64, BoxError>("no connection".into()),
+                Ok(Ok(Conn::H1(s))) => match Arc::try_unwrap(s) {
+                    Ok(s) => {
+                        sender = Some(Sender::H1(s.into_inner()));
+                        None
+                    }
+                    Err(_) => Some("connect: HTTP/1.1 sender shared".to_owned()),
+                },
+                Ok(Err(error)) => Some(format!("connect: {error}")),
+                Err(_) => Some("connect: timed out".to_owned()),
+            };
+            if let Some(failure) = failure {
+                local.errors += 1;
+                d.shared.note_error(&failure);
+                // Do not spin on a refusing server.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = d.stop.cancelled() => break,
                 }
-            }) => outcome,
-            _ = a.stop.cancelled() => break,
-        };
-        let done = Instant::now();
-        let second = done.saturating_duration_since(a.began).as_secs() as usize;
-        if second != local_second {
-            a.shared.flush(local_second, &mut local);
-            local_second = second;
+                continue;
+            }
         }
-        match outcome {
-            Ok(Ok(bytes)) => {
-                let us = done.saturating_duration_since(intended).as_micros() as u64;
-                local.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
-                local.ok += 1;
-                local.bytes += bytes;
+        // Send every request that is due, up to the cap.
+        let now = Instant::now();
+        while in_flight.len() < d.cap {
+            let intended = match (next_due, d.schedule) {
+                (Some(due), Some(s)) if due <= now => {
+                    next_due = Some(due + s.period);
+                    due
+                }
+                (Some(_), _) => break,
+                (None, _) => now,
+            };
+            let sent = match sender.as_mut() {
+                Some(Sender::H2(s)) if !s.is_closed() => {
+                    Either::Left(s.send_request(d.prepared.request(n)))
+                }
+                Some(Sender::H1(s)) if in_flight.is_empty() => {
+                    // One request at a time; the last answer was read, so the connection is
+                    // ready within a turn of its task.
+                    let ready = tokio::select! {
+                        ready = tokio::time::timeout(d.timeout, s.ready()) => ready,
+                        _ = d.stop.cancelled() => break,
+                    };
+                    if !matches!(ready, Ok(Ok(()))) {
+                        sender = None;
+                        local.errors += 1;
+                        d.shared.note_error("connection not ready");
+                        break;
+                    }
+                    Either::Right(s.send_request(d.prepared.request(n)))
+                }
+                _ => break,
+            };
+            n = n.wrapping_add(d.path_step);
+            in_flight.push(exchange(sent, intended, d.timeout));
+        }
+        // Nothing in flight and no usable connection: reconnect first.
+        if in_flight.is_empty() && sender.as_ref().is_none_or(Sender::is_closed) {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = d.stop.cancelled() => break,
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                let second = outcome.done.saturating_duration_since(d.began).as_secs() as usize;
+                if second != local_second {
+                    d.shared.flush(local_second, &mut local);
+                    local_second = second;
+                }
+                match outcome.result {
+                    Ok(bytes) => {
+                        let us = outcome.done.saturating_duration_since(outcome.intended).as_micros() as u64;
+                        local.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
+                        local.ok += 1;
+                        local.bytes += bytes;
+                    }
+                    Err(error) => {
+                        local.errors += 1;
+                        d.shared.note_error(&error);
+                        if sender.as_ref().is_some_and(Sender::is_closed) {
+                            sender = None;
+                        }
+                    }
+                }
             }
-            Ok(Err(error)) => {
-                local.errors += 1;
-                a.shared.note_error(&error.to_string());
-                a.conn = None;
-            }
-            Err(_) => {
-                local.errors += 1;
-                a.shared.note_error("timed out");
-                a.conn = None;
-            }
+            // Only when a request could go out: not at the cap, nor on a closed connection
+            // whose requests are still ending (the reconnect waits for them).
+            _ = sleep_until_due(next_due), if in_flight.len() < d.cap
+                && sender.as_ref().is_some_and(|s| !s.is_closed()) => {}
         }
     }
-    a.shared.flush(local_second, &mut local);
+    d.shared.flush(local_second, &mut local);
+}
+
+/// Sleeps until `due`; never returns for a closed loop (`None`).
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -671,18 +867,28 @@ mod tests {
     }
 
     #[test]
-    fn hpa_paths_cover_every_workload_namespace() {
+    fn hpa_paths_are_one_selection_per_scalable_workload_of_the_fleet() {
         let spec: ShapeSpec = toml::from_str("kind = \"hpa\"").expect("spec");
-        let stream = Stream::for_shape(&spec);
-        assert_eq!(stream.paths.len(), DAEMONSETS.len() + WORKLOADS.len());
+        let catalogue = Catalogue::new(1, 1_000, 30);
+        let stream = Stream::for_shape(&spec, &catalogue);
+        assert_eq!(stream.paths.len(), catalogue.hpa_targets().count());
+        assert!(stream.paths.len() > 500, "{}", stream.paths.len());
+        let distinct: std::collections::HashSet<_> = stream.paths.iter().collect();
+        assert_eq!(distinct.len(), stream.paths.len());
+        assert!(stream.paths.iter().any(|p| p.ends_with(
+            "/namespaces/kube-system/pods?labelSelector=app.kubernetes.io%2Fname%3Dcoredns"
+        )));
         assert!(stream
             .paths
             .iter()
-            .any(|p| p.contains("/namespaces/shop/pods?labelSelector=")));
+            .any(|p| p.contains("/namespaces/team-001/pods?labelSelector=")));
+        // No slot past the DaemonSets: the DaemonSets' selections keep the stream going.
+        let tiny = Stream::for_shape(&spec, &Catalogue::new(1, 3, 2));
+        assert!(!tiny.paths.is_empty());
     }
 
     #[tokio::test]
-    async fn both_protocols_load_a_loopback_kubelet_without_checking_its_certificate() {
+    async fn closed_and_open_loops_load_a_loopback_kubelet_without_checking_its_certificate() {
         let dir = tempfile::tempdir().expect("dir");
         let fleet = crate::fleet::Fleet::builder()
             .nodes(1)
@@ -692,9 +898,14 @@ mod tests {
             .await
             .expect("starts");
         let (_, addr) = fleet.addresses().into_iter().next().expect("a node");
-        for protocol in ["h2", "http1"] {
+        // Closed loop over both protocols, then open loop over several h2 connections.
+        for (protocol, extra) in [
+            ("h2", ""),
+            ("http1", ""),
+            ("h2", "connections = 2\nrate = 400.0\n"),
+        ] {
             let spec: ShapeSpec = toml::from_str(&format!(
-                "kind = \"path\"\npath = \"/metrics/resource\"\nprotocol = \"{protocol}\"\nconcurrency = 2\n"
+                "kind = \"path\"\npath = \"/metrics/resource\"\nprotocol = \"{protocol}\"\nconcurrency = 2\n{extra}"
             ))
             .expect("spec");
             let target = Target {
@@ -707,13 +918,13 @@ mod tests {
             let began = Instant::now();
             let task = tokio::spawn(run_stream(
                 target,
-                Stream::for_shape(&spec),
+                Stream::for_shape(&spec, &Catalogue::new(1, 1, 2)),
                 Duration::from_secs(5),
                 began,
                 stop.clone(),
             ));
             // Stop once the kubelet has answered a few requests of this stream. The kubelet counts
-            // a body when it sends it; with two closed-loop workers, at most two of those are
+            // a body when it sends it; with two requests in flight at most, at most two of those are
             // still being read by the client, so 12 sent bodies mean at least 10 completed.
             let before = fleet.total_counts().bodies;
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -732,6 +943,65 @@ mod tests {
             assert_eq!(all.errors, 0, "{protocol}: {:?}", result.sample_errors);
             assert!(all.bytes > 0);
         }
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_reconnects_after_its_connection_is_reset() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fleet = crate::fleet::Fleet::builder()
+            .nodes(1)
+            .pods_per_node(2)
+            .port(0)
+            .start(dir.path())
+            .await
+            .expect("starts");
+        let (node, addr) = fleet.addresses().into_iter().next().expect("a node");
+        fleet
+            .set_fault(&node, Some(crate::kubelet::fault::Fault::ResetMidBody))
+            .expect("fault");
+        let spec: ShapeSpec = toml::from_str(
+            "kind = \"path\"\npath = \"/metrics/resource\"\nprotocol = \"http1\"\nconcurrency = 1\nrate = 200.0\n",
+        )
+        .expect("spec");
+        let target = Target {
+            addr,
+            server_name: addr.ip().to_string(),
+            ca: None,
+            token: Some(fleet.token().to_owned()),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_stream(
+            target,
+            Stream::for_shape(&spec, &Catalogue::new(1, 1, 2)),
+            Duration::from_secs(5),
+            Instant::now(),
+            stop.clone(),
+        ));
+        let wait_for = |what: fn(crate::kubelet::Counts) -> u64, at_least: u64| {
+            let fleet = fleet.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while what(fleet.total_counts()) < at_least && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // Over HTTP/1.1 a body cut short ends its connection: a few requests meet the reset,
+        // each on a fresh connection.
+        wait_for(|c| c.connections, 3).await;
+        fleet.set_fault(&node, None).expect("fault cleared");
+        let bodies = fleet.total_counts().bodies;
+        wait_for(|c| c.bodies, bodies + 12).await;
+        stop.cancel();
+        let result = task.await.expect("joins").expect("runs");
+        let all = result.window(0, result.seconds.len());
+        assert!(all.errors >= 1, "{all:?}");
+        assert!(all.ok >= 10, "{all:?} {:?}", result.sample_errors);
+        assert!(
+            fleet.total_counts().connections >= 3,
+            "reconnected after each reset"
+        );
         fleet.shutdown().await;
     }
 }

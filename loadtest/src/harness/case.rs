@@ -363,6 +363,23 @@ pub struct Budgets {
     pub api_rps_min: Option<f64>,
     /// API response bytes per second over every stream, MB/s (10^6).
     pub api_mb_per_s_min: Option<f64>,
+    /// Budgets judged on one shape's streams alone, keyed by the shape's label (`hpa-h2`,
+    /// `top-pods-all-http1`, ...): a target stated for one kind of query is not diluted, or
+    /// failed, by other shapes in the same run (a 30 MB all-pods list is not an HPA query).
+    #[serde(default)]
+    pub shapes: BTreeMap<String, ShapeBudgets>,
+}
+
+/// What the streams of one shape must achieve, merged over the streams with that label.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeBudgets {
+    /// Latency, 99th percentile, ms.
+    pub p99_ms_max: Option<f64>,
+    /// Requests per second.
+    pub rps_min: Option<f64>,
+    /// Response bytes per second, MB/s (10^6).
+    pub mb_per_s_min: Option<f64>,
 }
 
 impl Case {
@@ -478,6 +495,13 @@ impl Case {
                     return Err(self.invalid("only shapes of kind \"path\" take a path"))
                 }
                 _ => {}
+            }
+        }
+        for label in self.budgets.shapes.keys() {
+            if !self.api.shapes.iter().any(|s| &s.label() == label) {
+                return Err(self.invalid(format!(
+                    "budgets.shapes.{label}: no api shape has that label"
+                )));
             }
         }
         Ok(())
@@ -664,6 +688,20 @@ mod tests {
             Case::parse(MINIMAL).expect("parses").peers,
             PeersSpec::default()
         );
+    }
+
+    #[test]
+    fn a_shape_budget_must_name_a_shape_of_the_case() {
+        let shape = "[[api.shapes]]\nkind = \"hpa\"\nrate = 100.0\n";
+        let text = format!(
+            "{MINIMAL}\n{shape}[budgets.shapes.hpa-h2]\np99_ms_max = 10.0\nrps_min = 90.0\n"
+        );
+        let case = Case::parse(&text).expect("parses");
+        assert_eq!(case.budgets.shapes["hpa-h2"].p99_ms_max, Some(10.0));
+        assert_eq!(case.budgets.shapes["hpa-h2"].rps_min, Some(90.0));
+        let text = format!("{MINIMAL}\n{shape}[budgets.shapes.hpa-http1]\np99_ms_max = 10.0\n");
+        let err = Case::parse(&text).expect_err("rejected");
+        assert!(err.to_string().contains("hpa-http1"), "{err}");
     }
 
     #[test]

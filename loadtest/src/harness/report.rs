@@ -189,6 +189,12 @@ impl RunData {
         window_all(&self.streams, from, to)
     }
 
+    /// The API figures over the window of the streams labelled `label`, merged.
+    pub fn api_window_of(&self, label: &str) -> WindowSummary {
+        let (from, to) = self.window_seconds();
+        window_all(self.streams.iter().filter(|s| s.label == label), from, to)
+    }
+
     /// Freshness lags measured by the probe inside the window, ms.
     pub fn probe_lags(&self) -> Vec<f64> {
         self.probe
@@ -363,6 +369,31 @@ impl RunData {
                 None,
                 None,
             ));
+            for (label, b) in &budgets.shapes {
+                let api = self.api_window_of(label);
+                let has = api.ok > 0;
+                out.push(figure(
+                    &format!("API p99 ({label})"),
+                    "ms",
+                    has.then_some(api.p99_ms),
+                    b.p99_ms_max,
+                    None,
+                ));
+                out.push(figure(
+                    &format!("API requests per second ({label})"),
+                    "1/s",
+                    Some(api.rps),
+                    None,
+                    b.rps_min,
+                ));
+                out.push(figure(
+                    &format!("API throughput ({label})"),
+                    "MB/s",
+                    Some(api.mb_per_s),
+                    None,
+                    b.mb_per_s_min,
+                ));
+            }
         }
         if self.proc("prometheus").is_some() {
             out.push(figure(
@@ -877,5 +908,58 @@ mod tests {
         );
         assert!(dir.path().join("cpu.svg").exists());
         assert!(dir.path().join("figures.json").exists());
+    }
+
+    fn stream(label: &str, latency_us: u64, per_second: u64, seconds: usize) -> StreamResult {
+        let mut out = Vec::new();
+        for _ in 0..seconds {
+            let mut s = crate::harness::apiload::Second::new().expect("histogram");
+            for _ in 0..per_second {
+                s.latency.record(latency_us).expect("in range");
+                s.ok += 1;
+                s.bytes += 10_000;
+            }
+            out.push(s);
+        }
+        StreamResult {
+            label: label.into(),
+            seconds: out,
+            sample_errors: vec![],
+        }
+    }
+
+    #[test]
+    fn a_shape_budget_is_judged_on_that_shape_alone() {
+        let text = "name = \"t\"\n[fleet]\nnodes = 1\npods_per_node = 1\n[[api.shapes]]\nkind = \"hpa\"\n[[api.shapes]]\nkind = \"top-pods-all\"\n[run]\nduration = \"2s\"\n[budgets.shapes.hpa-h2]\np99_ms_max = 10.0\nrps_min = 900.0\n";
+        let case = Case::parse(text).expect("case");
+        // HPA answers in 2 ms, 1,000 a second; the all-pods list takes 3 s, 20 a second: merged,
+        // the p99 would be the list's.
+        let data = RunData {
+            window: (1.0, 3.0),
+            streams: vec![
+                stream("hpa-h2", 2_000, 1_000, 4),
+                stream("top-pods-all-h2", 3_000_000, 20, 4),
+            ],
+            ..RunData::default()
+        };
+        assert!(data.api_window().p99_ms > 1_000.0);
+        let figures = data.figures(&case.budgets);
+        let p99 = figures
+            .iter()
+            .find(|f| f.name == "API p99 (hpa-h2)")
+            .expect("per-shape p99");
+        assert_eq!(p99.verdict, Verdict::Pass, "{p99:?}");
+        let rps = figures
+            .iter()
+            .find(|f| f.name == "API requests per second (hpa-h2)")
+            .expect("per-shape rate");
+        assert!((rps.value.expect("measured") - 1_000.0).abs() < 1e-9);
+        assert!(data.passed(&case.budgets));
+
+        let slow = RunData {
+            streams: vec![stream("hpa-h2", 20_000, 1_000, 4)],
+            ..data
+        };
+        assert!(!slow.passed(&case.budgets));
     }
 }

@@ -31,6 +31,7 @@ use super::report::{self, Environment, MetricsScrape, RunData};
 use crate::apiserver::{self, ApiServerConfig, ApiServerError};
 use crate::churn::{self, ChurnRates};
 use crate::fleet::{raise_open_file_limit, Fleet, FleetError};
+use crate::kubelet::workload::Catalogue;
 use crate::scrape_all::{self, ScrapeConfig};
 
 /// Name of the kubeconfig the API stand-in writes for the server into the state directory.
@@ -553,8 +554,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     ));
 
     let mut streams = Vec::new();
+    let catalogue = case_catalogue(case);
     for spec in &case.api.shapes {
-        let mut stream = Stream::for_shape(spec);
+        let mut stream = Stream::for_shape(spec, &catalogue);
         if server.is_none() {
             stream.paths = vec!["/metrics/resource".to_owned()];
         }
@@ -835,6 +837,11 @@ async fn prometheus_figures(p: &Prometheus, data: &RunData, began_unix: f64) -> 
     }
 }
 
+/// The fleet's workloads as the fleet lays them out for this case (same seed, same size).
+fn case_catalogue(case: &Case) -> Catalogue {
+    Catalogue::new(case.fleet.seed, case.fleet.nodes, case.fleet.pods_per_node)
+}
+
 /// Captures the server's bodies for the compared shapes, starts nginx on them, and runs each
 /// shape against the server and nginx in turn.
 async fn compare_with_nginx(
@@ -844,7 +851,12 @@ async fn compare_with_nginx(
     ours: &Target,
     server_pid: u32,
 ) -> Result<NginxFigures, peers::PeerError> {
-    let streams: Vec<Stream> = case.nginx_shapes().iter().map(Stream::for_shape).collect();
+    let catalogue = case_catalogue(case);
+    let streams: Vec<Stream> = case
+        .nginx_shapes()
+        .iter()
+        .map(|spec| Stream::for_shape(spec, &catalogue))
+        .collect();
     let bodies = peers::capture_bodies(ours, &streams).await?;
     let nginx = Nginx::start(bin, dir, case.peers.nginx_workers, &bodies).await?;
     let theirs = peers::nginx_target(nginx.addr, ours.token.clone());
