@@ -2,7 +2,7 @@
 //! own HTTP/2-over-TLS connection to a loopback kubelet stand-in, as resident memory per node.
 //!
 //! ```sh
-//! cargo run --release --example idle_connections -- 2000
+//! cargo run --release -p kubelet-fleet --bin idle_connections -- 2000
 //! ```
 //!
 //! The kubelet stand-in runs in a child process (this program, re-run with `serve`), so its
