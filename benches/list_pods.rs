@@ -19,7 +19,7 @@ mod cluster;
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
 
-use cpu_time::{ProcessCpuTime, ThreadCpuTime};
+use cpu_time::CpuTime;
 
 const NODES: usize = 5_000;
 const PODS_PER_NODE: usize = 30;
@@ -43,7 +43,7 @@ fn body_len(router: &metrics_server::api::routes::Router) -> usize {
     body.len()
 }
 
-fn list_pods(c: &mut Criterion<ThreadCpuTime>) {
+fn list_pods(c: &mut Criterion<CpuTime>) {
     let router = cluster::router(NODES, PODS_PER_NODE);
     let len = body_len(&router);
     let mut group = c.benchmark_group("5000 nodes x 30 pods");
@@ -67,7 +67,7 @@ fn list_pods(c: &mut Criterion<ThreadCpuTime>) {
 
 /// The all-pods list as the server produces it: on a two-worker runtime like the API's, rendered
 /// on the blocking pool and streamed, every chunk taken by the caller.
-fn list_pods_streamed(c: &mut Criterion<ProcessCpuTime>) {
+fn list_pods_streamed(c: &mut Criterion<CpuTime>) {
     let router = cluster::router(NODES, PODS_PER_NODE);
     let len = body_len(&router);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,13 +98,13 @@ fn list_pods_streamed(c: &mut Criterion<ProcessCpuTime>) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
-        .with_measurement(ThreadCpuTime { wall: criterion::measurement::WallTime });
+        .with_measurement(CpuTime::thread());
     targets = list_pods
 }
 criterion_group! {
     name = streamed;
     config = Criterion::default()
-        .with_measurement(ProcessCpuTime { wall: criterion::measurement::WallTime });
+        .with_measurement(CpuTime::process());
     targets = list_pods_streamed
 }
 criterion_main!(benches, streamed);

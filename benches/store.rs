@@ -14,18 +14,17 @@ use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use metrics_server::model::{ContainerScrape, MetricsPoint, Name, NodeScrape, PodScrape};
 use metrics_server::store::{Store, StoreConfig};
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
-use cpu_time::ThreadCpuTime;
+use cpu_time::CpuTime;
 
 const S: i64 = 1_000_000_000;
 
-type Bench = Criterion<ThreadCpuTime>;
+type Bench = Criterion<CpuTime>;
 
 fn config() -> StoreConfig {
     StoreConfig::from_resolution(Duration::from_secs(15))
@@ -188,7 +187,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
-        .with_measurement(ThreadCpuTime { wall: WallTime });
+        .with_measurement(CpuTime::thread());
     targets = node_update, snapshot_walk
 }
 criterion_main!(benches);
