@@ -314,19 +314,7 @@ impl NodeState {
 
     /// What this node can serve now; `None` if nothing.
     pub(crate) fn entry(&self, node: &Name) -> Option<NodeEntry> {
-        let node_metrics = self.node.as_ref().and_then(|points| match points.rate() {
-            Ok(rate) => Some(NodeMetrics {
-                name: node.clone(),
-                timestamp: rate.timestamp,
-                window: rate.window,
-                usage: rate.usage,
-            }),
-            Err(RateError::MissingPrevious) => None,
-            Err(error) => {
-                tracing::warn!(node = %node, %error, "Skipped node usage.");
-                None
-            }
-        });
+        let node_metrics = self.node_metrics(node);
         let pods: Vec<PodMetrics> = self
             .pods
             .iter()
