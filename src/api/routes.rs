@@ -76,19 +76,10 @@ pub trait ClusterLookup: Send + Sync {
     fn node_labels(&self, name: &str) -> Option<&Labels>;
     /// A pod's labels, if the pod is known and Running (only Running pods are served).
     fn running_pod_labels(&self, namespace: &str, name: &str) -> Option<&Labels>;
-    /// One namespace's Running pods sorted by name, with their labels, if this view can walk
-    /// them in order. A filtered namespace list then matches labels along this walk and looks
-    /// up only the selected pods' metrics, instead of looking up every pod's labels.
-    fn running_pods_in_namespace<'s>(
-        &'s self,
-        _namespace: &str,
-    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
-        None
-    }
-
     /// Every Running pod (or one namespace's) sorted by namespace, then name, with its labels,
     /// if this view can walk them in order. A list then joins this walk with the snapshot's, in
-    /// the same order, instead of looking up each listed pod's labels.
+    /// the same order, instead of looking up each listed pod's labels; a filtered namespace list
+    /// matches labels along it and looks up only the selected pods' metrics.
     fn running_pods_sorted<'s>(
         &'s self,
         _namespace: Option<&str>,
@@ -117,16 +108,6 @@ impl ClusterLookup for ClusterView {
         self.pod(namespace, name)
             .filter(|info| info.running)
             .map(|info| &info.labels)
-    }
-    fn running_pods_in_namespace<'s>(
-        &'s self,
-        namespace: &str,
-    ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
-        Some(Box::new(
-            self.pods_in_namespace(namespace)
-                .filter(|info| info.running)
-                .map(|info| (&*info.name, &info.labels)),
-        ))
     }
     fn running_pods_sorted<'s>(
         &'s self,
@@ -786,9 +767,9 @@ impl PodList {
         let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
             return None;
         };
-        let pods = self.view.running_pods_in_namespace(namespace)?;
+        let pods = self.view.running_pods_sorted(Some(namespace))?;
         let mut items = Vec::new();
-        for (seen, (name, pod_labels)) in pods.enumerate() {
+        for (seen, (_, name, pod_labels)) in pods.enumerate() {
             if seen >= examined {
                 return Some(None);
             }
@@ -1238,19 +1219,6 @@ mod tests {
                 .get(&(namespace.to_owned(), name.to_owned()))
                 .filter(|(_, running)| *running)
                 .map(|(labels, _)| labels)
-        }
-        fn running_pods_in_namespace<'s>(
-            &'s self,
-            namespace: &str,
-        ) -> Option<Box<dyn Iterator<Item = (&'s str, &'s Labels)> + 's>> {
-            let namespace = namespace.to_owned();
-            Some(Box::new(
-                self.pods
-                    .range((namespace.clone(), String::new())..)
-                    .take_while(move |((ns, _), _)| *ns == namespace)
-                    .filter(|(_, (_, running))| *running)
-                    .map(|((_, name), (labels, _))| (name.as_str(), labels)),
-            ))
         }
         fn running_pods_sorted<'s>(
             &'s self,
