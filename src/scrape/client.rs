@@ -3,13 +3,12 @@
 //! The connection is opened on first use and kept: HTTP/2 when the kubelet negotiates `h2` by ALPN
 //! (one connection carries every scrape), else HTTP/1.1 keep-alive.
 //!
-//! HTTP/2 is spoken through `h2` directly rather than through hyper's client: a scrape is one
-//! `GET` at a time, so the scraper's own task can drive the request and read the body itself.
-//! That saves, per scrape, hyper's request channel, its dispatch task's wake-up and the task it
-//! spawns per request; per connection, the dispatch task. One task per connection remains, the
-//! one that reads and writes the socket. A connection that failed, timed
-//! out or was closed by the kubelet is dropped and the next scrape opens a new one. The client owns
-//! no timer: the caller bounds each [`KubeletClient::fetch`] with the request timeout.
+//! HTTP/2 is spoken by [`super::http2`] from the scraper's own task: a scrape is one `GET` at a
+//! time, so no task drives the connection between scrapes and nothing is buffered while it is
+//! idle; the body is read from the TLS stream straight into the scrape's buffer. HTTP/1.1 goes
+//! through hyper. A connection that failed, timed out or was closed by the kubelet is dropped and
+//! the next scrape opens a new one. The client owns no timer: the caller bounds each
+//! [`KubeletClient::fetch`] with the request timeout.
 
 use std::sync::Arc;
 
@@ -18,23 +17,23 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HOST};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
 
 use super::buffer;
+use super::http2::{self, Http2Connection, RequestBlock};
 use super::tls::{self, KubeletTls, ALPN_H2};
 use super::{NodeCounters, Protocol, ScrapeFailure};
 use crate::model::ScrapeTarget;
 
-/// A live connection. Dropping it closes the socket: the `close` sender's drop ends the task that
-/// drives the connection, even if the kubelet never answers again.
+/// A live connection. Dropping it closes the socket (for HTTP/1.1, the `close` sender's drop ends
+/// the task that drives the connection, even if the kubelet never answers again).
 enum Connection {
-    Http2 {
-        sender: h2::client::SendRequest<Bytes>,
-        _close: oneshot::Sender<()>,
-    },
+    /// Boxed: a TLS session is large, and the connection moves in and out of the client.
+    Http2(Box<Http2Connection<TlsStream<TcpStream>>>),
     Http1 {
         sender: http1::SendRequest<Empty<Bytes>>,
         _close: oneshot::Sender<()>,
@@ -48,7 +47,7 @@ pub struct KubeletClient {
     max_body_bytes: usize,
     /// `host:port`, with IPv6 hosts bracketed, as it goes in URIs and `Host`.
     authority: String,
-    /// The request URIs and `Host`, built once: a scrape clones them (reference counts only).
+    /// The request, built once: HTTP/2's header block and HTTP/1.1's URI and `Host`.
     /// `None` when the target does not make a valid URI; every fetch then fails with `Address`.
     request: Option<RequestParts>,
     /// Shared by every scraper: bounds the TLS handshakes in progress at once.
@@ -59,8 +58,8 @@ pub struct KubeletClient {
 
 /// The parts of a scrape request that never change for a target.
 struct RequestParts {
-    /// Absolute form: HTTP/2 takes the authority from the URI (`:authority`).
-    absolute: Uri,
+    /// The HTTP/2 header block (`:authority` and `:path` included).
+    http2: RequestBlock,
     /// Origin form, for HTTP/1.1, with `host` in its own header.
     origin: Uri,
     host: HeaderValue,
@@ -81,7 +80,7 @@ impl KubeletClient {
         } else {
             format!("{}:{}", target.host, target.port)
         };
-        let request = RequestParts::new(&authority, &target.path);
+        let request = RequestParts::new(&authority, &target.path, tls.authorization.as_ref());
         KubeletClient {
             target,
             tls,
@@ -144,35 +143,51 @@ impl KubeletClient {
             Some(connection) => ready(connection).await,
             None => None,
         };
-        let (connection, response) = match reused {
+        let (mut connection, answer) = match reused {
             Some(mut connection) => match self.send(&mut connection).await {
-                Ok(response) => (connection, response),
+                Ok(answer) => (connection, answer),
                 // The kubelet may close an idle connection just as a request goes out; that is not
                 // the kubelet failing, so one fresh connection gets the same request.
                 Err(_) => {
                     let mut connection = self.connect(turn.take()).await?;
-                    let response = self.send(&mut connection).await?;
-                    (connection, response)
+                    let answer = self.send(&mut connection).await?;
+                    (connection, answer)
                 }
             },
             None => {
                 let mut connection = self.connect(turn.take()).await?;
-                let response = self.send(&mut connection).await?;
-                (connection, response)
+                let answer = self.send(&mut connection).await?;
+                (connection, answer)
             }
         };
-        let status = response.status();
-        if !status.is_success() {
-            // Drained (bounded) so an HTTP/1.1 connection stays usable for the next scrape.
-            if read_body(response, self.max_body_bytes, body).await.is_ok() {
-                self.connection = Some(connection);
+        let status = answer.status();
+        if !(200..300).contains(&status) {
+            // Drained (bounded) so the connection stays usable for the next scrape.
+            if read_body(&mut connection, answer, self.max_body_bytes, body)
+                .await
+                .is_ok()
+            {
+                self.keep(connection);
             }
             body.clear();
-            return Err(ScrapeFailure::Status(status.as_u16()));
+            return Err(ScrapeFailure::Status(status));
         }
-        read_body(response, self.max_body_bytes, body).await?;
-        self.connection = Some(connection);
+        read_body(&mut connection, answer, self.max_body_bytes, body).await?;
+        self.keep(connection);
         Ok(())
+    }
+
+    /// Keeps a connection that finished an exchange cleanly for the next scrape, unless the
+    /// kubelet announced it is closing it. An idle HTTP/2 connection gives its TLS read buffer
+    /// back: nothing is read until the next scrape.
+    fn keep(&mut self, mut connection: Connection) {
+        if let Connection::Http2(http2) = &mut connection {
+            if !http2.is_reusable() {
+                return;
+            }
+            tls::release_read_buffer(http2.io_mut().get_mut().1);
+        }
+        self.connection = Some(connection);
     }
 
     /// Sends the request and waits for the answer's head.
@@ -181,26 +196,18 @@ impl KubeletClient {
             .request
             .as_ref()
             .ok_or_else(|| ScrapeFailure::Address(self.authority.clone()))?;
-        let mut headers = HeaderMap::with_capacity(3);
-        headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
-        if let Some(value) = &self.tls.authorization {
-            headers.insert(AUTHORIZATION, value.clone());
-        }
         match connection {
-            Connection::Http2 { sender, .. } => {
-                let mut request = Request::new(());
-                *request.uri_mut() = parts.absolute.clone();
-                *request.headers_mut() = headers;
-                // Ends the stream with the headers: a GET has no body.
-                let (response, _) = sender
-                    .send_request(request, true)
-                    .map_err(ScrapeFailure::Http2)?;
-                response
-                    .await
-                    .map(Answer::Http2)
-                    .map_err(ScrapeFailure::Http2)
-            }
+            Connection::Http2(http2) => http2
+                .send(&parts.http2)
+                .await
+                .map(Answer::Http2)
+                .map_err(ScrapeFailure::Http2),
             Connection::Http1 { sender, .. } => {
+                let mut headers = HeaderMap::with_capacity(3);
+                headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
+                if let Some(value) = &self.tls.authorization {
+                    headers.insert(AUTHORIZATION, value.clone());
+                }
                 headers.insert(HOST, parts.host.clone());
                 let mut request = Request::new(Empty::new());
                 *request.uri_mut() = parts.origin.clone();
@@ -259,26 +266,14 @@ impl KubeletClient {
                 }
             })?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        let (close, closed) = oneshot::channel::<()>();
         let connection = if h2 {
-            let (sender, driver) = h2_builder()
-                .handshake::<_, Bytes>(stream)
+            let connection = Http2Connection::handshake(stream)
                 .await
                 .map_err(ScrapeFailure::Http2)?;
-            tokio::spawn(async move {
-                tokio::select! {
-                    // Work: the connection ran until the kubelet or an error closed it.
-                    _ = driver => {}
-                    // Shutdown: the client dropped the connection.
-                    _ = closed => {}
-                }
-            });
             self.counters.connection_opened(Protocol::Http2);
-            Connection::Http2 {
-                sender,
-                _close: close,
-            }
+            Connection::Http2(Box::new(connection))
         } else {
+            let (close, closed) = oneshot::channel::<()>();
             let (sender, driver) = http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(ScrapeFailure::Http)?;
@@ -303,10 +298,8 @@ impl KubeletClient {
 /// idle timeout), so the caller reconnects instead of failing the scrape.
 async fn ready(mut connection: Connection) -> Option<Connection> {
     let ok = match &mut connection {
-        // A connection the kubelet closed or sent GOAWAY on reports an error here.
-        Connection::Http2 { sender, .. } => std::future::poll_fn(|cx| sender.poll_ready(cx))
-            .await
-            .is_ok(),
+        // A GOAWAY read during the last exchange retired it; one sent since is found on use.
+        Connection::Http2(http2) => http2.is_reusable(),
         Connection::Http1 { sender, .. } => !sender.is_closed() && sender.ready().await.is_ok(),
     };
     ok.then_some(connection)
@@ -314,36 +307,43 @@ async fn ready(mut connection: Connection) -> Option<Connection> {
 
 /// The head of a kubelet's answer, its body still to be read.
 enum Answer {
-    Http2(Response<h2::RecvStream>),
+    Http2(http2::Head),
     Http1(Response<Incoming>),
 }
 
 // === impl Answer ===
 
 impl Answer {
-    fn status(&self) -> StatusCode {
+    fn status(&self) -> u16 {
         match self {
-            Answer::Http2(response) => response.status(),
-            Answer::Http1(response) => response.status(),
+            Answer::Http2(head) => head.status,
+            Answer::Http1(response) => response.status().as_u16(),
         }
     }
 
-    fn headers(&self) -> &HeaderMap {
+    /// The length the kubelet declared, if any.
+    fn content_length(&self) -> Option<u64> {
         match self {
-            Answer::Http2(response) => response.headers(),
-            Answer::Http1(response) => response.headers(),
+            Answer::Http2(head) => head.content_length,
+            Answer::Http1(response) => response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok()),
         }
     }
 }
 
-/// Reads a body into `body`, failing as soon as it would exceed `limit` bytes.
-async fn read_body(answer: Answer, limit: usize, body: &mut BytesMut) -> Result<(), ScrapeFailure> {
+/// Reads the body of `answer`, received on `connection`, into `body`, failing as soon as it
+/// would exceed `limit` bytes.
+async fn read_body(
+    connection: &mut Connection,
+    answer: Answer,
+    limit: usize,
+    body: &mut BytesMut,
+) -> Result<(), ScrapeFailure> {
     body.clear();
-    let declared = answer
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = answer.content_length();
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ScrapeFailure::BodyTooLarge { limit });
     }
@@ -352,60 +352,42 @@ async fn read_body(answer: Answer, limit: usize, body: &mut BytesMut) -> Result<
         .map_or(buffer::INITIAL_CAPACITY, |len| len as usize)
         .min(limit);
     body.reserve(capacity);
-    let append = |body: &mut BytesMut, data: &[u8]| {
-        if body.len() + data.len() > limit {
-            return Err(ScrapeFailure::BodyTooLarge { limit });
-        }
-        body.extend_from_slice(data);
-        Ok(())
-    };
-    match answer {
-        Answer::Http2(response) => {
-            let mut stream = response.into_body();
-            while let Some(data) = stream.data().await {
-                let data = data.map_err(ScrapeFailure::Http2)?;
-                // The bytes are copied out at once, so the window is given back at once and the
-                // kubelet never waits on it. An error means the stream is already gone; the next
-                // `data` reports why.
-                let _ = stream.flow_control().release_capacity(data.len());
-                append(body, &data)?;
-            }
-        }
-        Answer::Http1(response) => {
+    match (connection, answer) {
+        (Connection::Http2(http2), Answer::Http2(head)) => http2
+            .read_body(&head, body, limit)
+            .await
+            .map_err(|error| match error {
+                http2::Http2Error::BodyTooLarge { limit } => ScrapeFailure::BodyTooLarge { limit },
+                error => ScrapeFailure::Http2(error),
+            }),
+        (Connection::Http1 { .. }, Answer::Http1(response)) => {
             let mut incoming = response.into_body();
             while let Some(frame) = incoming.frame().await {
                 let frame = frame.map_err(ScrapeFailure::Http)?;
                 if let Ok(data) = frame.into_data() {
-                    append(body, &data)?;
+                    if body.len() + data.len() > limit {
+                        return Err(ScrapeFailure::BodyTooLarge { limit });
+                    }
+                    body.extend_from_slice(&data);
                 }
             }
+            Ok(())
         }
+        // An answer always comes from the connection it is read on.
+        _ => Err(ScrapeFailure::Http2(http2::Http2Error::Protocol(
+            "answer read on another connection",
+        ))),
     }
-    Ok(())
-}
-
-/// HTTP/2 settings towards kubelets. One request at a time, a body of tens of KiB: windows large
-/// enough that a body never waits on a window update (windows cost nothing until data arrives,
-/// and a body is read as it arrives), no server push, and a send buffer sized for one small
-/// request rather than an upload.
-fn h2_builder() -> h2::client::Builder {
-    let mut builder = h2::client::Builder::new();
-    builder
-        .enable_push(false)
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(2 << 20)
-        .max_send_buffer_size(16 * 1024)
-        .max_header_list_size(16 * 1024)
-        .max_concurrent_reset_streams(8);
-    builder
 }
 
 // === impl RequestParts ===
 
 impl RequestParts {
-    fn new(authority: &str, path: &str) -> Option<Self> {
+    fn new(authority: &str, path: &str, authorization: Option<&HeaderValue>) -> Option<Self> {
+        // Parsed as a URI to refuse what HTTP/1.1 would refuse, for both protocols alike.
+        Uri::try_from(format!("https://{authority}{path}")).ok()?;
         Some(RequestParts {
-            absolute: Uri::try_from(format!("https://{authority}{path}")).ok()?,
+            http2: RequestBlock::new(authority, path, authorization.map(HeaderValue::as_bytes)),
             origin: Uri::try_from(path).ok()?,
             host: HeaderValue::try_from(authority).ok()?,
         })

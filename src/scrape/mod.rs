@@ -5,6 +5,7 @@
 //! - [`supervisor`]: keeps one scraper per scrape target, in step with discovery's targets.
 //! - [`scraper`]: the per-node actor and its scrape loop (phase, timeout, backoff, telemetry).
 //! - [`client`]: one persistent HTTP/2 (or HTTP/1.1 keep-alive) connection to one kubelet.
+//! - [`http2`]: the HTTP/2 of one scrape at a time, driven by the scraper's own task.
 //! - [`tls`]: the rustls client configuration built from the `--kubelet-*` flags.
 //! - [`backoff`]: exponential backoff with jitter between reconnects.
 //!
@@ -14,6 +15,7 @@
 pub mod backoff;
 pub mod buffer;
 pub mod client;
+pub mod http2;
 pub mod scraper;
 pub mod supervisor;
 pub mod tls;
@@ -92,7 +94,7 @@ pub enum ScrapeFailure {
     #[error("HTTP exchange with kubelet failed: {0}")]
     Http(#[source] hyper::Error),
     #[error("HTTP/2 exchange with kubelet failed: {0}")]
-    Http2(#[source] h2::Error),
+    Http2(#[source] http2::Http2Error),
     #[error("scrape did not finish within {0:?}")]
     Timeout(Duration),
     #[error("kubelet answered HTTP {0}")]

@@ -117,6 +117,21 @@ impl KubeletTls {
     }
 }
 
+/// Lets an idle connection's TLS session give back its receive buffer (up to one 16 KiB record),
+/// which rustls keeps at its largest until its next read and trims at the start of a read that
+/// finds nothing buffered. That read is made here against a source that has nothing, so no bytes
+/// move: anything already buffered stays for the next exchange.
+pub fn release_read_buffer(session: &mut rustls::ClientConnection) {
+    struct Nothing;
+    impl std::io::Read for Nothing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
+    // The error is the expected WouldBlock, or a full plaintext buffer: either way nothing moved.
+    let _ = session.read_tls(&mut Nothing);
+}
+
 /// The name a kubelet certificate must cover: an IP address (verified against IP SANs) or a DNS name.
 pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     let bare = host
