@@ -72,6 +72,31 @@ pub struct FreshnessBatch {
     observations: Observations,
 }
 
+/// One node's kubelet-request series, shared with the registry: what is recorded here is what
+/// `/metrics` shows, until [`Telemetry::forget_node`] drops the node's series.
+#[derive(Clone, Debug)]
+pub struct NodeRequestSeries {
+    duration: Histogram,
+    last_request_time: Gauge<f64, AtomicU64>,
+    succeeded: Counter,
+    failed: Counter,
+}
+
+// === impl NodeRequestSeries ===
+
+impl NodeRequestSeries {
+    /// Records one request: its duration, when it started (unix seconds) and its outcome.
+    pub fn record(&self, started_unix_seconds: f64, seconds: f64, ok: bool) {
+        self.duration.observe(seconds);
+        self.last_request_time.set(started_unix_seconds);
+        if ok {
+            self.succeeded.inc();
+        } else {
+            self.failed.inc();
+        }
+    }
+}
+
 /// Every self-metric, registered once at start.
 pub struct Telemetry {
     registry: Registry,
@@ -146,21 +171,31 @@ impl Telemetry {
     }
 
     /// Records one kubelet request: its duration, when it started (unix seconds) and its outcome.
+    /// A scraper records through [`NodeRequestSeries`] instead, looked up once.
     pub fn kubelet_request(&self, node: &str, started_unix_seconds: f64, seconds: f64, ok: bool) {
+        self.node_request_series(node)
+            .record(started_unix_seconds, seconds, ok);
+    }
+
+    /// `node`'s kubelet-request series, created if new. Recording through the handle costs no
+    /// label allocation and no registry lock: a scraper looks it up once and keeps it.
+    pub fn node_request_series(&self, node: &str) -> NodeRequestSeries {
         let label = NodeLabel {
             node: node.to_owned(),
         };
-        self.kubelet_request_duration
-            .get_or_create(&label)
-            .observe(seconds);
-        self.kubelet_last_request_time
-            .get_or_create(&label)
-            .set(started_unix_seconds);
-        self.kubelet_request_total
-            .get_or_create(&SuccessLabel {
-                success: if ok { "true" } else { "false" }.to_owned(),
-            })
-            .inc();
+        let outcome = |success: &str| {
+            self.kubelet_request_total
+                .get_or_create(&SuccessLabel {
+                    success: success.to_owned(),
+                })
+                .clone()
+        };
+        NodeRequestSeries {
+            duration: self.kubelet_request_duration.get_or_create(&label).clone(),
+            last_request_time: self.kubelet_last_request_time.get_or_create(&label).clone(),
+            succeeded: outcome("true"),
+            failed: outcome("false"),
+        }
     }
 
     /// Drops a node's per-node series (the node left the cluster).
@@ -359,5 +394,30 @@ mod tests {
         let text = telemetry.encode();
         assert!(!text.contains("node=\"node-a\""));
         assert!(text.contains("node=\"node-b\""));
+    }
+
+    #[test]
+    fn a_node_series_handle_records_what_the_registry_shows() {
+        let telemetry = Telemetry::new();
+        let series = telemetry.node_request_series("node-a");
+        series.record(1_700_000_000.0, 0.02, true);
+        series.record(1_700_000_015.0, 0.03, true);
+        series.record(1_700_000_030.0, 0.5, false);
+        let text = telemetry.encode();
+        assert!(text
+            .contains("metrics_server_kubelet_request_duration_seconds_count{node=\"node-a\"} 3"));
+        assert!(text.contains(
+            "metrics_server_kubelet_last_request_time_seconds{node=\"node-a\"} 1700000030"
+        ));
+        assert!(text.contains("metrics_server_kubelet_request_total{success=\"true\"} 2"));
+        assert!(text.contains("metrics_server_kubelet_request_total{success=\"false\"} 1"));
+        // A node that comes back after being forgotten gets fresh series in the registry.
+        telemetry.forget_node("node-a");
+        telemetry
+            .node_request_series("node-a")
+            .record(1.0, 0.01, true);
+        let text = telemetry.encode();
+        assert!(text
+            .contains("metrics_server_kubelet_request_duration_seconds_count{node=\"node-a\"} 1"));
     }
 }

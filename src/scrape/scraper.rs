@@ -19,7 +19,7 @@ use super::client::KubeletClient;
 use super::tls::KubeletTls;
 use super::{unix_now, EngineOptions, NodeCounters, ScrapeFailure, ScrapeSink};
 use crate::model::{Name, ScrapeTarget};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{NodeRequestSeries, Telemetry};
 
 /// Everything a scraper needs; moved to the scraper's arbiter when it starts.
 pub struct ScraperParts {
@@ -95,6 +95,8 @@ struct ScrapeLoop {
     not_before: Option<Instant>,
     sink: Arc<dyn ScrapeSink>,
     telemetry: Arc<Telemetry>,
+    /// This node's request series, looked up once.
+    request_series: NodeRequestSeries,
     counters: Arc<NodeCounters>,
     stopped: Arc<AtomicBool>,
 }
@@ -104,6 +106,7 @@ struct ScrapeLoop {
 impl ScrapeLoop {
     fn new(parts: ScraperParts, stopped: Arc<AtomicBool>) -> Self {
         let node = parts.target.node.clone();
+        let request_series = parts.telemetry.node_request_series(&node);
         ScrapeLoop {
             node,
             client: KubeletClient::new(
@@ -118,6 +121,7 @@ impl ScrapeLoop {
             backoff: Backoff::new(parts.options.reconnect_base, parts.options.reconnect_max),
             not_before: None,
             sink: parts.sink,
+            request_series,
             telemetry: parts.telemetry,
             counters: parts.counters,
             stopped,
@@ -181,8 +185,7 @@ impl ScrapeLoop {
             self.sink.accept(&self.node, &body, request_time, now)
         });
         drop(body);
-        self.telemetry.kubelet_request(
-            &self.node,
+        self.request_series.record(
             request_time as f64 / 1e9,
             started.elapsed().as_secs_f64(),
             result.is_ok(),

@@ -120,10 +120,6 @@ impl Default for ServerSpec {
     }
 }
 
-fn fifteen_seconds() -> Duration {
-    Duration::from_secs(15)
-}
-
 /// The API load: independent streams, each with its own connections and pace.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +235,15 @@ pub struct RunSpec {
     /// Spacing of process samples.
     #[serde(default = "one_second", deserialize_with = "duration")]
     pub sample_interval: Duration,
+    /// Spacing of reads of the server's own `/metrics` (scrape counts and latencies): a
+    /// Prometheus's scrape interval, so the server's measured CPU includes what monitoring costs
+    /// it in a cluster, not a read per second (`/metrics` holds a histogram per node).
+    #[serde(default = "fifteen_seconds", deserialize_with = "duration")]
+    pub metrics_interval: Duration,
+}
+
+fn fifteen_seconds() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_margin() -> Duration {
@@ -431,6 +436,9 @@ impl Case {
         }
         if self.run.sample_interval < Duration::from_millis(100) {
             return Err(self.invalid("run.sample_interval must be at least 100ms"));
+        }
+        if self.run.metrics_interval < Duration::from_millis(100) {
+            return Err(self.invalid("run.metrics_interval must be at least 100ms"));
         }
         if self.server.resolution.is_zero() {
             return Err(self.invalid("server.resolution must be positive"));

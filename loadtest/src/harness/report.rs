@@ -253,14 +253,22 @@ impl RunData {
         &self,
         pick: fn(&MetricsScrape) -> Option<&PromHistogram>,
     ) -> Option<PromHistogram> {
+        self.metrics_window_span(pick).map(|(h, _)| h)
+    }
+
+    /// [`Self::metrics_window`] with the seconds between the two reads it spans, which fall
+    /// inside the window and may be up to one `metrics_interval` shorter than it.
+    fn metrics_window_span(
+        &self,
+        pick: fn(&MetricsScrape) -> Option<&PromHistogram>,
+    ) -> Option<(PromHistogram, f64)> {
         let inside: Vec<&MetricsScrape> = self
             .metrics
             .iter()
             .filter(|m| m.t >= self.window.0 - 1e-6 && m.t <= self.window.1 + 1e-6)
             .collect();
-        let first = pick(inside.first()?)?;
-        let last = pick(inside.last()?)?;
-        Some(last.since(first))
+        let (first, last) = (inside.first()?, inside.last()?);
+        Some((pick(last)?.since(pick(first)?), last.t - first.t))
     }
 
     /// Every figure with its verdict.
@@ -312,7 +320,7 @@ impl RunData {
                 None,
             ));
         }
-        if let Some(h) = self.metrics_window(|m| m.kubelet_request_duration.as_ref()) {
+        if let Some((h, span)) = self.metrics_window_span(|m| m.kubelet_request_duration.as_ref()) {
             out.push(figure(
                 "scrape latency p99 (server)",
                 "ms",
@@ -320,7 +328,8 @@ impl RunData {
                 None,
                 None,
             ));
-            let secs = (to - from).max(1e-9);
+            // Over the reads' own span: the counts are the change between them.
+            let secs = span.max(1e-9);
             out.push(figure(
                 "scrapes per second (server)",
                 "1/s",

@@ -589,7 +589,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
             ..target.clone()
         };
         let mut client = Client::new(metrics_target, Protocol::H2, Duration::from_secs(5))?;
-        let every = case.run.sample_interval;
+        let every = case.run.metrics_interval;
         let stop_m = stop.clone();
         let metrics_task = tokio::spawn(async move {
             let mut scrapes = Vec::new();
