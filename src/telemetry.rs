@@ -5,7 +5,7 @@
 //! node goes away, so node churn does not grow the registry.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -78,8 +78,11 @@ pub struct FreshnessBatch {
 pub struct NodeRequestSeries {
     duration: Histogram,
     last_request_time: Gauge<f64, AtomicU64>,
-    succeeded: Counter,
-    failed: Counter,
+    requests: Family<SuccessLabel, Counter>,
+    /// The outcome counters, taken from `requests` on first use: as upstream, an outcome that
+    /// never happened has no series.
+    succeeded: OnceLock<Counter>,
+    failed: OnceLock<Counter>,
 }
 
 // === impl NodeRequestSeries ===
@@ -89,11 +92,20 @@ impl NodeRequestSeries {
     pub fn record(&self, started_unix_seconds: f64, seconds: f64, ok: bool) {
         self.duration.observe(seconds);
         self.last_request_time.set(started_unix_seconds);
-        if ok {
-            self.succeeded.inc();
+        let (counter, success) = if ok {
+            (&self.succeeded, "true")
         } else {
-            self.failed.inc();
-        }
+            (&self.failed, "false")
+        };
+        counter
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&SuccessLabel {
+                        success: success.to_owned(),
+                    })
+                    .clone()
+            })
+            .inc();
     }
 }
 
@@ -183,18 +195,12 @@ impl Telemetry {
         let label = NodeLabel {
             node: node.to_owned(),
         };
-        let outcome = |success: &str| {
-            self.kubelet_request_total
-                .get_or_create(&SuccessLabel {
-                    success: success.to_owned(),
-                })
-                .clone()
-        };
         NodeRequestSeries {
             duration: self.kubelet_request_duration.get_or_create(&label).clone(),
             last_request_time: self.kubelet_last_request_time.get_or_create(&label).clone(),
-            succeeded: outcome("true"),
-            failed: outcome("false"),
+            requests: self.kubelet_request_total.clone(),
+            succeeded: OnceLock::new(),
+            failed: OnceLock::new(),
         }
     }
 

@@ -13,10 +13,10 @@
 //! topped up as bodies arrive. A failed or abandoned exchange leaves the connection in an unknown
 //! state: the caller drops it (dropping a half-done future is how a timeout ends an exchange).
 
-use std::borrow::Cow;
-
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::hpack::HeaderDecoder;
 
 /// What a client sends first on every HTTP/2 connection (RFC 9113, section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -33,8 +33,6 @@ const DEFAULT_WINDOW: u32 = 65_535;
 const WINDOW_REFILL: u32 = 1 << 30;
 /// A response header block larger than this (after CONTINUATION frames) fails the exchange.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// The dynamic-table size a kubelet's header encoder may use before it has seen our settings.
-const DEFAULT_HEADER_TABLE: usize = 4_096;
 
 mod frame {
     pub const DATA: u8 = 0x0;
@@ -99,7 +97,7 @@ pub struct RequestBlock(Vec<u8>);
 /// One HTTP/2 connection to one kubelet over `io` (a TLS stream in the server, a pipe in tests).
 pub struct Http2Connection<S> {
     io: S,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: HeaderDecoder,
     /// The next stream id this client opens (odd, increasing).
     next_stream: u32,
     /// The largest frame the kubelet accepts (its `SETTINGS_MAX_FRAME_SIZE`).
@@ -213,16 +211,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
     pub async fn handshake(io: S) -> Result<Self, Http2Error> {
         let mut connection = Http2Connection {
             io,
-            decoder: loona_hpack::Decoder::new(),
+            decoder: HeaderDecoder::default(),
             next_stream: 1,
             max_send_frame: MAX_RECV_FRAME,
             window_debt: 0,
             window_refill: WINDOW_REFILL,
             going_away: false,
         };
-        connection
-            .decoder
-            .set_max_allowed_table_size(DEFAULT_HEADER_TABLE);
         let settings: [(u16, u32); 4] = [
             // Response headers are decoded without a dynamic table: nothing kept between scrapes.
             (setting::HEADER_TABLE_SIZE, 0),
@@ -355,16 +350,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
                 let mut content_length = None;
                 let mut malformed = false;
                 self.decoder
-                    .decode_with_cb(&block, |name: Cow<[u8]>, value: Cow<[u8]>| match &*name {
+                    .decode(&block, |name, value| match name {
                         b":status" => {
-                            status = std::str::from_utf8(&value)
+                            status = std::str::from_utf8(value)
                                 .ok()
                                 .and_then(|v| v.parse::<u16>().ok())
                                 .filter(|s| (100..1000).contains(s));
                             malformed |= status.is_none();
                         }
                         b"content-length" => {
-                            content_length = std::str::from_utf8(&value)
+                            content_length = std::str::from_utf8(value)
                                 .ok()
                                 .and_then(|v| v.parse::<u64>().ok());
                             malformed |= content_length.is_none();

@@ -6,6 +6,7 @@
 //! - [`scraper`]: the per-node actor and its scrape loop (phase, timeout, backoff, telemetry).
 //! - [`client`]: one persistent HTTP/2 (or HTTP/1.1 keep-alive) connection to one kubelet.
 //! - [`http2`]: the HTTP/2 of one scrape at a time, driven by the scraper's own task.
+//! - [`hpack`]: decoding of the kubelet's response header blocks.
 //! - [`tls`]: the rustls client configuration built from the `--kubelet-*` flags.
 //! - [`backoff`]: exponential backoff with jitter between reconnects.
 //!
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod buffer;
 pub mod client;
+pub mod hpack;
 pub mod http2;
 pub mod scraper;
 pub mod supervisor;
