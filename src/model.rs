@@ -4,7 +4,7 @@
 //! from or where it goes. Stages depend on it and never on each other's internals.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Nanoseconds since the Unix epoch. Kubelet sample timestamps (milliseconds) and container start
 /// times (float seconds) are both converted to this unit.
@@ -95,9 +95,39 @@ pub struct ContainerMetrics {
 }
 
 /// A Kubernetes label set: sorted by key, keys unique. Cheap to clone and shared between the
-/// discovery caches and rendering.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Labels(Arc<[(Name, Name)]>);
+/// discovery caches and rendering (discovery interns equal sets, so the pods of one workload share
+/// one). A set also keeps its JSON as list items carry it, made by the first list that asks
+/// ([`Labels::cached_json`]), so a list of many pods copies each pod's labels instead of encoding
+/// them.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Arc<LabelSet>);
+
+#[derive(Default)]
+struct LabelSet {
+    pairs: Box<[(Name, Name)]>,
+    /// [`Labels::cached_json`]'s bytes; not part of the set's identity.
+    json: OnceLock<Box<[u8]>>,
+}
+
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for LabelSet {}
+
+impl std::hash::Hash for LabelSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state);
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
 
 impl Labels {
     /// Builds a label set; a repeated key keeps its last value.
@@ -120,28 +150,39 @@ impl Labels {
                 _ => unique.push((key, value)),
             }
         }
-        Labels(unique.into())
+        Labels(Arc::new(LabelSet {
+            pairs: unique.into(),
+            json: OnceLock::new(),
+        }))
+    }
+
+    /// The set's JSON as the API writes it into an object, rendered by `render` on first use
+    /// and kept for the set's life: `render` must always produce the same bytes for the same
+    /// pairs (the API's one JSON writer is the only caller).
+    pub fn cached_json(&self, render: impl FnOnce(&Labels) -> Vec<u8>) -> &[u8] {
+        self.0.json.get_or_init(|| render(self).into_boxed_slice())
     }
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
+        let pairs = &self.0.pairs;
+        pairs
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
-            .map(|i| self.0[i].1.as_ref())
+            .map(|i| pairs[i].1.as_ref())
     }
 
     /// Pairs in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+        self.0.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.pairs.is_empty()
     }
 }
 
@@ -169,5 +210,36 @@ mod tests {
         );
         assert_eq!(labels.get("b"), Some("3"));
         assert_eq!(labels.get("c"), None);
+    }
+
+    #[test]
+    fn cached_json_renders_once_per_set_and_is_not_part_of_its_identity() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let hash = |labels: &Labels| {
+            let mut hasher = DefaultHasher::new();
+            labels.hash(&mut hasher);
+            hasher.finish()
+        };
+        let labels = Labels::from_pairs([("app", "web")]);
+        let same = Labels::from_pairs([("app", "web")]);
+        let shared = labels.clone();
+        let mut renders = 0;
+        let first = labels
+            .cached_json(|l| {
+                renders += 1;
+                format!("{:?}", l.iter().collect::<Vec<_>>()).into_bytes()
+            })
+            .to_vec();
+        // A clone shares the set, so it shares the rendering.
+        let again = shared.cached_json(|_| {
+            renders += 1;
+            Vec::new()
+        });
+        assert_eq!((renders, again), (1, &first[..]));
+        // An equal set built apart is equal and hashes alike, rendered or not.
+        assert_eq!(labels, same);
+        assert_eq!(hash(&labels), hash(&same));
+        assert_eq!(format!("{labels:?}"), r#"{"app": "web"}"#);
     }
 }

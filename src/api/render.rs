@@ -264,19 +264,27 @@ pub(crate) fn creation_and_labels(out: &mut Vec<u8>, labels: &Labels, now: &[u8;
     out.extend_from_slice(br#","creationTimestamp":""#);
     out.extend_from_slice(now);
     out.push(b'"');
+    // Encoded once per label set (a workload's pods share one) and copied after that.
+    out.extend_from_slice(labels.cached_json(labels_member));
+    out.push(b'}');
+}
+
+/// `,"labels":{...}`, or nothing for an empty set (Go's `omitempty`).
+fn labels_member(labels: &Labels) -> Vec<u8> {
+    let mut out = Vec::new();
     if !labels.is_empty() {
         out.extend_from_slice(br#","labels":{"#);
         for (i, (key, value)) in labels.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(out, key);
+            write_str(&mut out, key);
             out.push(b':');
-            write_str(out, value);
+            write_str(&mut out, value);
         }
         out.push(b'}');
     }
-    out.push(b'}');
+    out
 }
 
 /// `,"timestamp":"...","window":"..."`.
