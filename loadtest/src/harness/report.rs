@@ -256,8 +256,8 @@ impl RunData {
         self.metrics_window_span(pick).map(|(h, _)| h)
     }
 
-    /// [`Self::metrics_window`] with the seconds between the two reads it spans, which fall
-    /// inside the window and may be up to one `metrics_interval` shorter than it.
+    /// [`Self::metrics_window`] with the seconds between the two reads it spans (the window's
+    /// edges, where the runner reads at each; shorter for a run cut short).
     fn metrics_window_span(
         &self,
         pick: fn(&MetricsScrape) -> Option<&PromHistogram>,

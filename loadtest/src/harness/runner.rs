@@ -591,15 +591,37 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         let mut client = Client::new(metrics_target, Protocol::H2, Duration::from_secs(5))?;
         let every = case.run.metrics_interval;
         let stop_m = stop.clone();
+        // Besides every `metrics_interval`, a read at each edge of the window, so counts taken
+        // from the server's counters cover the window exactly however coarse the interval.
+        let window_start = began + case.run.warmup;
+        let window_end = window_start + case.run.duration;
         let metrics_task = tokio::spawn(async move {
             let mut scrapes = Vec::new();
             let mut ticker = tokio::time::interval(every);
+            let start_read = tokio::time::sleep_until(window_start.into());
+            let end_read = tokio::time::sleep_until(window_end.into());
+            tokio::pin!(start_read, end_read);
+            let (mut started, mut ended) = (false, false);
             loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
+                // An edge read is stamped with its edge (it happens within milliseconds of it),
+                // so the window's filters keep it.
+                let edge = tokio::select! {
+                    biased;
+                    _ = &mut start_read, if !started => {
+                        started = true;
+                        Some(window_start)
+                    }
+                    _ = &mut end_read, if !ended => {
+                        ended = true;
+                        Some(window_end)
+                    }
                     _ = stop_m.cancelled() => break,
-                }
-                let t = began.elapsed().as_secs_f64();
+                    _ = ticker.tick() => None,
+                };
+                let t = edge
+                    .unwrap_or_else(Instant::now)
+                    .saturating_duration_since(began)
+                    .as_secs_f64();
                 if let Ok(body) = client.get("/metrics").await {
                     let text = String::from_utf8_lossy(&body);
                     scrapes.push(MetricsScrape {
