@@ -277,9 +277,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
         }
         self.io.write_all(&out).await?;
         self.io.flush().await?;
+        // Data before the head is a protocol error, reported once its frame (at most one frame
+        // size) is read.
         let mut unused = BytesMut::new();
         loop {
-            match self.next_event(stream, &mut unused, 0).await? {
+            match self.next_event(stream, &mut unused, MAX_RECV_FRAME).await? {
                 Event::Head(head) => return Ok(head),
                 Event::Other => {}
                 Event::Data { .. } | Event::Trailers => {

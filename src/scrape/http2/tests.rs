@@ -423,6 +423,22 @@ fn oversized_frame_and_bad_status_are_protocol_errors() {
 }
 
 #[test]
+fn data_before_the_head_is_a_protocol_error() {
+    let result = exchange_with(LIMIT, |mut s, stream| {
+        Box::pin(async move {
+            s.write_frame(frame::DATA, 0, stream, b"early").await;
+        })
+    });
+    assert!(
+        matches!(
+            result,
+            Err(Http2Error::Protocol("response data before its headers"))
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
 fn connection_window_is_topped_up_as_bodies_arrive() {
     runtime().block_on(async {
         let (client, server) = tokio::io::duplex(64 * 1024);
