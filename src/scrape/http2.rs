@@ -429,10 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
                     // The rest do not concern a client that sends one small header block
                     // without a dynamic table and no data.
                 }
-                let mut ack = Vec::with_capacity(FRAME_HEADER_LEN);
-                frame_header(&mut ack, 0, frame::SETTINGS, frame::ACK, 0);
-                self.io.write_all(&ack).await?;
-                self.io.flush().await?;
+                self.write_control(frame::SETTINGS, frame::ACK, &[]).await?;
                 Ok(Event::Other)
             }
             frame::PING => {
@@ -441,11 +438,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
                 }
                 let payload = self.read_control::<8>(&header).await?;
                 if !header.has(frame::ACK) {
-                    let mut pong = Vec::with_capacity(FRAME_HEADER_LEN + 8);
-                    frame_header(&mut pong, 8, frame::PING, frame::ACK, 0);
-                    pong.extend_from_slice(&payload);
-                    self.io.write_all(&pong).await?;
-                    self.io.flush().await?;
+                    self.write_control(frame::PING, frame::ACK, &payload)
+                        .await?;
                 }
                 Ok(Event::Other)
             }
@@ -600,13 +594,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
         // `len` is at most MAX_RECV_FRAME, checked with the frame header.
         self.window_debt += len as u32;
         if self.window_debt >= self.window_refill {
-            let mut update = Vec::with_capacity(FRAME_HEADER_LEN + 4);
-            frame_header(&mut update, 4, frame::WINDOW_UPDATE, 0, 0);
-            update.extend_from_slice(&self.window_debt.to_be_bytes());
-            self.io.write_all(&update).await?;
-            self.io.flush().await?;
+            let increment = self.window_debt.to_be_bytes();
+            self.write_control(frame::WINDOW_UPDATE, 0, &increment)
+                .await?;
             self.window_debt = 0;
         }
+        Ok(())
+    }
+
+    /// Writes one connection-level frame and flushes it: acknowledgements and window updates go
+    /// out at once, not with the next request.
+    async fn write_control(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), Http2Error> {
+        let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+        frame_header(&mut frame, payload.len(), kind, flags, 0);
+        frame.extend_from_slice(payload);
+        self.io.write_all(&frame).await?;
+        self.io.flush().await?;
         Ok(())
     }
 }
