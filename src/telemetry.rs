@@ -182,13 +182,6 @@ impl Telemetry {
         }
     }
 
-    /// Records one kubelet request: its duration, when it started (unix seconds) and its outcome.
-    /// A scraper records through [`NodeRequestSeries`] instead, looked up once.
-    pub fn kubelet_request(&self, node: &str, started_unix_seconds: f64, seconds: f64, ok: bool) {
-        self.node_request_series(node)
-            .record(started_unix_seconds, seconds, ok);
-    }
-
     /// `node`'s kubelet-request series, created if new. Recording through the handle costs no
     /// label allocation and no registry lock: a scraper looks it up once and keeps it.
     pub fn node_request_series(&self, node: &str) -> NodeRequestSeries {
@@ -391,8 +384,12 @@ mod tests {
     #[test]
     fn forgotten_node_leaves_no_series() {
         let telemetry = Telemetry::new();
-        telemetry.kubelet_request("node-a", 1.0, 0.01, true);
-        telemetry.kubelet_request("node-b", 1.0, 0.01, false);
+        telemetry
+            .node_request_series("node-a")
+            .record(1.0, 0.01, true);
+        telemetry
+            .node_request_series("node-b")
+            .record(1.0, 0.01, false);
         let text = telemetry.encode();
         assert!(text.contains("node=\"node-a\""));
         assert!(text.contains("metrics_server_kubelet_request_total{success=\"false\"} 1"));
