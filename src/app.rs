@@ -149,9 +149,10 @@ async fn run_in_system(
     )?;
 
     let telemetry = Arc::new(Telemetry::new());
-    let store = Arc::new(Store::new(StoreConfig::from_resolution(
-        config.metric_resolution,
-    )));
+    let store = Arc::new(
+        Store::new(StoreConfig::from_resolution(config.metric_resolution))
+            .with_pod_names(Arc::new(discovery.clone())),
+    );
     let scraping = scrape::start(
         Arc::clone(&store),
         discovery.targets(),

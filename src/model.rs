@@ -14,6 +14,21 @@ pub type UnixNanos = i64;
 /// container). Cloning is a reference-count bump, so names are not copied per scrape.
 pub type Name = Arc<str>;
 
+/// Where a stage that meets a pod by name takes the pod's shared [`Name`]s from: the discovery
+/// cache in the server. The store asks it for each pod new to it, so the store's names and the
+/// discovery view's are the very same strings, and a list joining the two (in the same order)
+/// tells a pod present on both sides by comparing pointers, without reading either name.
+pub trait PodNames: Send + Sync {
+    /// The shared namespace and name of a pod the source knows; `None` otherwise.
+    fn pod_names(&self, namespace: &str, name: &str) -> Option<(Name, Name)>;
+}
+
+/// Whether two names are the very same string (one allocation), without reading their bytes.
+#[inline]
+pub fn same_name(a: &str, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()
+}
+
 /// One observation of a node or container, as the kubelet reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsPoint {

@@ -13,7 +13,7 @@ use metrics_server::api::routes::{ClusterLookup, ClusterSource, Router};
 use metrics_server::discovery::internals::{
     NodeObject, PodObject, Reflector, Shared, TargetRules, Update,
 };
-use metrics_server::model::{ContainerScrape, MetricsPoint, Name, NodeScrape, PodScrape};
+use metrics_server::model::{ContainerScrape, MetricsPoint, Name, NodeScrape, PodNames, PodScrape};
 use metrics_server::store::{Store, StoreConfig};
 use metrics_server::telemetry::Telemetry;
 
@@ -79,9 +79,8 @@ fn scrape(node: usize, pods: usize, at: i64, cpu: u64) -> NodeScrape<'static> {
 
 /// A router over `nodes` nodes of `pods` two-container pods each, every pod Running and labelled.
 pub fn router(nodes: usize, pods: usize) -> Router {
-    let store = Arc::new(Store::new(StoreConfig::from_resolution(
-        Duration::from_secs(15),
-    )));
+    // Discovery first, then the scrapes, as in a running server: the store takes each new pod's
+    // names from the published view.
     let mut reflector = Reflector::new(TargetRules {
         preferred_address_types: vec!["InternalIP".into()],
         kubelet_port: 10250,
@@ -90,13 +89,10 @@ pub fn router(nodes: usize, pods: usize) -> Router {
     reflector.handle(Update::Node(Ok(Event::Init)));
     reflector.handle(Update::Pod(Ok(Event::Init)));
     for n in 0..nodes {
-        let name = Name::from(format!("node-{n:05}"));
-        store.write_node(&name, &scrape(n, pods, T0, 1_000_000_000), T0);
-        let later = T0 + 15 * SECOND;
-        store.write_node(&name, &scrape(n, pods, later, 2_000_000_000), later);
+        let name = format!("node-{n:05}");
         let mut node = NodeObject::new(&name);
         node.labels
-            .insert("kubernetes.io/hostname".into(), name.to_string());
+            .insert("kubernetes.io/hostname".into(), name.clone());
         node.labels.insert(
             "topology.kubernetes.io/zone".into(),
             format!("zone-{}", n % 3),
@@ -110,7 +106,7 @@ pub fn router(nodes: usize, pods: usize) -> Router {
                 .insert("pod-template-hash".into(), "7d9f8b6c5".into());
             pod.labels
                 .insert("security.istio.io/tlsMode".into(), "istio".into());
-            pod.node_name = Some(name.to_string());
+            pod.node_name = Some(name.clone());
             pod.phase = Some("Running".into());
             reflector.handle(Update::Pod(Ok(Event::InitApply(pod))));
         }
@@ -120,6 +116,17 @@ pub fn router(nodes: usize, pods: usize) -> Router {
     let shared = Arc::new(Shared::default());
     let (targets, _) = tokio::sync::watch::channel(Default::default());
     reflector.publish(&shared, &targets);
+
+    let store = Arc::new(
+        Store::new(StoreConfig::from_resolution(Duration::from_secs(15)))
+            .with_pod_names(Arc::clone(&shared) as Arc<dyn PodNames>),
+    );
+    for n in 0..nodes {
+        let name = Name::from(format!("node-{n:05}"));
+        store.write_node(&name, &scrape(n, pods, T0, 1_000_000_000), T0);
+        let later = T0 + 15 * SECOND;
+        store.write_node(&name, &scrape(n, pods, later, 2_000_000_000), later);
+    }
     Router::new(
         store,
         Arc::new(Cluster { shared }),

@@ -37,7 +37,7 @@ use kube::runtime::{watcher as kube_watcher, WatchStreamExt};
 use kube::Api;
 use tokio::sync::watch;
 
-use crate::model::{Labels, Name, ScrapeTarget};
+use crate::model::{Labels, Name, PodNames, ScrapeTarget};
 
 pub use convert::{DEFAULT_ADDRESS_TYPES, DEFAULT_METRICS_PATH};
 pub use objects::METRICS_PATH_ANNOTATION;
@@ -219,6 +219,21 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The names of a pod in the current view, so that the store shares them (see [`PodNames`]).
+impl PodNames for Shared {
+    fn pod_names(&self, namespace: &str, name: &str) -> Option<(Name, Name)> {
+        let view = self.view.load();
+        let info = view.pod(namespace, name)?;
+        Some((Arc::clone(&info.namespace), Arc::clone(&info.name)))
+    }
+}
+
+impl PodNames for DiscoveryHandle {
+    fn pod_names(&self, namespace: &str, name: &str) -> Option<(Name, Name)> {
+        self.shared.pod_names(namespace, name)
     }
 }
 

@@ -79,7 +79,7 @@ impl Reflector {
 
     /// Something changed that readers have not seen yet.
     pub fn is_dirty(&self) -> bool {
-        self.view_dirty || self.targets_dirty
+        self.view_dirty || (self.targets_dirty && self.is_synced())
     }
 
     pub fn is_synced(&self) -> bool {
@@ -153,7 +153,7 @@ impl Reflector {
                 return;
             }
             Event::InitApply(pod) => {
-                if let Some(info) = convert::pod_info(&pod, &mut self.names) {
+                if let Some(info) = self.pod_info(&pod) {
                     self.pods.init_apply(pod_key(&info), info);
                 }
                 return;
@@ -164,7 +164,7 @@ impl Reflector {
                 tracing::info!(kind = "pods", count = self.pods.live().len(), "Listed.");
                 change
             }
-            Event::Apply(pod) => match convert::pod_info(&pod, &mut self.names) {
+            Event::Apply(pod) => match self.pod_info(&pod) {
                 Some(info) => self.pods.apply(pod_key(&info), info),
                 None => Change::None,
             },
@@ -182,6 +182,17 @@ impl Reflector {
         convert::node_info(node, &self.rules, &mut self.names)
     }
 
+    /// A pod as cached, keeping the name string the pod was first cached with: the store takes
+    /// pod names from the view (see [`crate::model::PodNames`]), and a list joins the two by
+    /// pointer only while both hold the same string.
+    fn pod_info(&mut self, pod: &PodObject) -> Option<PodInfo> {
+        let mut info = convert::pod_info(pod, &mut self.names)?;
+        if let Some(cached) = self.pods.live().get(&PodKey(&info.namespace, &info.name)) {
+            info.name = Arc::clone(&cached.name);
+        }
+        Some(info)
+    }
+
     /// Makes the current caches visible: a new view if they changed, new targets if the target
     /// set changed, and the synced flag once both caches have listed.
     pub fn publish(&mut self, shared: &Shared, targets: &watch::Sender<Targets>) {
@@ -194,7 +205,10 @@ impl Reflector {
             }));
             self.view_dirty = false;
         }
-        if self.targets_dirty {
+        // Targets wait for both caches, as upstream's scrape loop waits for its informers: a
+        // node is scraped once the pods it runs are known, so the store takes their names
+        // from the view (see `crate::model::PodNames`).
+        if self.targets_dirty && self.is_synced() {
             let next = self.targets();
             // A relist or an add-then-delete can land on the set already published.
             targets.send_if_modified(|current| {
@@ -289,6 +303,7 @@ mod tests {
     use super::*;
     use crate::discovery::convert::DEFAULT_ADDRESS_TYPES;
     use crate::discovery::objects::NodeAddress;
+    use crate::model::PodNames;
 
     fn rules() -> TargetRules {
         TargetRules {
@@ -326,6 +341,63 @@ mod tests {
             r.handle(Update::Pod(Ok(event)));
         }
         r
+    }
+
+    #[test]
+    fn targets_wait_until_the_pods_are_listed_too() {
+        let shared = Shared::default();
+        let (tx, rx) = watch::channel(Targets::default());
+        let mut r = Reflector::new(rules());
+        for event in [
+            Event::Init,
+            Event::InitApply(node("node-1", "10.0.0.1")),
+            Event::InitDone,
+        ] {
+            r.handle(Update::Node(Ok(event)));
+        }
+        r.handle(Update::Pod(Ok(Event::Init)));
+        r.handle(Update::Pod(Ok(Event::InitApply(running_pod("ns", "a")))));
+        // Nothing for the scrapers yet, and nothing pending that a publish could send.
+        r.publish(&shared, &tx);
+        assert!(rx.borrow().is_empty());
+        assert!(!r.is_dirty());
+
+        r.handle(Update::Pod(Ok(Event::InitDone)));
+        assert!(r.is_dirty());
+        r.publish(&shared, &tx);
+        assert!(rx.borrow().contains_key("node-1"));
+        // The view the targets follow already holds the pods.
+        assert!(shared.pod_names("ns", "a").is_some());
+    }
+
+    #[test]
+    fn a_pod_keeps_its_name_string_across_updates_and_relists() {
+        let shared = Shared::default();
+        let (tx, _rx) = watch::channel(Targets::default());
+        let mut r = synced_reflector();
+        r.handle(Update::Pod(Ok(Event::Apply(running_pod("ns", "a")))));
+        r.publish(&shared, &tx);
+        let (namespace, first) = shared.pod_names("ns", "a").expect("the pod is known");
+        assert_eq!((&*namespace, &*first), ("ns", "a"));
+
+        let mut relabelled = running_pod("ns", "a");
+        relabelled.labels.insert("app".into(), "web".into());
+        r.handle(Update::Pod(Ok(Event::Apply(relabelled.clone()))));
+        r.publish(&shared, &tx);
+        let (_, after_update) = shared.pod_names("ns", "a").unwrap();
+        assert!(Arc::ptr_eq(&first, &after_update));
+
+        for event in [Event::Init, Event::InitApply(relabelled), Event::InitDone] {
+            r.handle(Update::Pod(Ok(event)));
+        }
+        r.publish(&shared, &tx);
+        let (_, after_relist) = shared.pod_names("ns", "a").unwrap();
+        assert!(Arc::ptr_eq(&first, &after_relist));
+        // Another pod of the namespace shares the namespace string.
+        r.handle(Update::Pod(Ok(Event::Apply(running_pod("ns", "b")))));
+        r.publish(&shared, &tx);
+        let (other_namespace, _) = shared.pod_names("ns", "b").unwrap();
+        assert!(Arc::ptr_eq(&namespace, &other_namespace));
     }
 
     #[test]
@@ -497,6 +569,9 @@ mod tests {
             Event::InitDone,
         ] {
             tx.unbounded_send(Update::Node(Ok(event))).unwrap();
+        }
+        for event in [Event::Init, Event::InitDone] {
+            tx.unbounded_send(Update::Pod(Ok(event))).unwrap();
         }
         tokio::time::timeout(Duration::from_secs(5), targets_rx.changed())
             .await

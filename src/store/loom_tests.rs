@@ -62,7 +62,7 @@ fn write(cell: &ModelCell, state: &Mutex<Option<NodeState>>, node: &Name, t: i64
     let now: UnixNanos = t * S;
     let mut guard = state.lock().expect("node lock");
     let state = guard.get_or_insert_with(|| NodeState::new(now));
-    write_locked(state, node, &scrape(node, t), now, RESOLUTION, cell);
+    write_locked(state, node, &scrape(node, t), now, RESOLUTION, None, cell);
 }
 
 #[test]

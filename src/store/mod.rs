@@ -29,7 +29,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-use crate::model::{Name, NodeScrape, UnixNanos};
+use crate::model::{Name, NodeScrape, PodNames, UnixNanos};
 
 pub use points::RateError;
 pub use snapshot::Snapshot;
@@ -57,6 +57,9 @@ pub struct Store {
     /// What readers load. `ArcSwap`, not a lock: many readers, frequent small writers, and the API
     /// must never wait on the scrape side.
     published: ArcSwap<Snapshot>,
+    /// Where a pod new to the store takes its names from (see [`PodNames`]); without it, from
+    /// the scrape.
+    pod_names: Option<Arc<dyn PodNames>>,
 }
 
 /// Shards for the writer map: more than the default (4 x cores) so that thousands of scrapers
@@ -92,7 +95,15 @@ impl Store {
             staleness_nanos: duration_nanos(config.staleness),
             nodes: DashMap::with_shard_amount(SHARDS),
             published: ArcSwap::from_pointee(Snapshot::default()),
+            pod_names: None,
         }
+    }
+
+    /// This store, taking the names of pods new to it from `source` (the discovery cache) when
+    /// the source knows them, so lists join the two by pointer.
+    pub fn with_pod_names(mut self, source: Arc<dyn PodNames>) -> Self {
+        self.pod_names = Some(source);
+        self
     }
 
     /// Stores one node's scrape and publishes the node's new usage at once.
@@ -110,6 +121,7 @@ impl Store {
             scrape,
             now,
             self.resolution_nanos,
+            self.pod_names.as_deref(),
             &self.published,
         );
     }
@@ -186,9 +198,10 @@ pub(crate) fn write_locked(
     scrape: &NodeScrape<'_>,
     now: UnixNanos,
     resolution: i64,
+    pod_names: Option<&dyn PodNames>,
     cell: &impl SnapshotCell,
 ) {
-    state.update(scrape, now, resolution);
+    state.update(scrape, now, resolution, pod_names);
     match state.next_entry(node) {
         Some(entry) => publish(cell, |current| current.with_node(node, Some(&entry))),
         None => unpublish_node(node, cell),

@@ -19,7 +19,7 @@ use equivalent::{Comparable, Equivalent};
 use imbl::OrdMap;
 
 use crate::api::render::{pod_item_parts, PodItemParts};
-use crate::model::{Name, NodeMetrics, PodMetrics};
+use crate::model::{same_name, Name, NodeMetrics, PodMetrics};
 
 /// An immutable view of everything servable at one instant.
 ///
@@ -438,7 +438,7 @@ impl<'s> EntryCache<'s> {
 /// the name's bytes, a cache miss per pod across a large snapshot).
 #[inline]
 fn same_str(a: &str, b: &str) -> bool {
-    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+    same_name(a, b) || a == b
 }
 
 /// A position as stored in a [`PodOwner`]; one beyond `u32` just never matches.

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::model::{
-    ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, PodScrape, UnixNanos,
+    ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, PodNames, PodScrape, UnixNanos,
 };
 
 use super::points::{Points, RateError};
@@ -69,8 +69,15 @@ impl NodeState {
     /// Stores one scrape: the node's point and the full set of its pods.
     ///
     /// Names are interned: a pod or container seen before keeps its [`Name`], so a steady scrape
-    /// allocates no strings.
-    pub(crate) fn update(&mut self, scrape: &NodeScrape<'_>, now: UnixNanos, resolution: i64) {
+    /// allocates no strings. A pod new to the node takes its names from `pod_names` when that
+    /// knows the pod.
+    pub(crate) fn update(
+        &mut self,
+        scrape: &NodeScrape<'_>,
+        now: UnixNanos,
+        resolution: i64,
+        pod_names: Option<&dyn PodNames>,
+    ) {
         let mut newest = UnixNanos::MIN;
         // A successful scrape without a usable node point forgets the node's points, as upstream
         // does for a node missing from a batch.
@@ -110,14 +117,19 @@ impl NodeState {
                     (old.namespace.clone(), old.name.clone(), containers)
                 }
                 Err(near) => {
-                    let namespace = intern_namespace(&old_pods, near, &pod.namespace)
-                        .or_else(|| {
-                            pods.last()
-                                .filter(|p| *p.namespace == *pod.namespace)
-                                .map(|p| p.namespace.clone())
-                        })
-                        .unwrap_or_else(|| Name::from(pod.namespace.as_ref()));
-                    (namespace, Name::from(pod.name.as_ref()), Vec::new())
+                    match pod_names.and_then(|source| source.pod_names(&pod.namespace, &pod.name)) {
+                        Some((namespace, name)) => (namespace, name, Vec::new()),
+                        None => {
+                            let namespace = intern_namespace(&old_pods, near, &pod.namespace)
+                                .or_else(|| {
+                                    pods.last()
+                                        .filter(|p| *p.namespace == *pod.namespace)
+                                        .map(|p| p.namespace.clone())
+                                })
+                                .unwrap_or_else(|| Name::from(pod.namespace.as_ref()));
+                            (namespace, Name::from(pod.name.as_ref()), Vec::new())
+                        }
+                    }
                 }
             };
 
@@ -589,10 +601,10 @@ mod tests {
                 let t = t as i64 + 1;
                 let (names, points) = scrape(t * 15, &current);
                 let scrape = node_scrape(&names, &points, &current);
-                fast.update(&scrape, t * 15 * S, RESOLUTION);
+                fast.update(&scrape, t * 15 * S, RESOLUTION, None);
                 // No remembered positions: the general path, always.
                 general.positions.clear();
-                general.update(&scrape, t * 15 * S, RESOLUTION);
+                general.update(&scrape, t * 15 * S, RESOLUTION, None);
                 let served = |state: &NodeState| state.entry(&node).map(|e| (e.node, e.pods));
                 prop_assert_eq!(served(&fast), served(&general));
                 prop_assert_eq!(fast.newest_sample, general.newest_sample);
@@ -606,7 +618,12 @@ mod tests {
         let listed = [(0, 1, 1), (1, 0, 2), (0, 0, 1)];
         let mut state = NodeState::new(0);
         let (names, points) = scrape(15, &listed);
-        state.update(&node_scrape(&names, &points, &listed), 15 * S, RESOLUTION);
+        state.update(
+            &node_scrape(&names, &points, &listed),
+            15 * S,
+            RESOLUTION,
+            None,
+        );
         let before: Vec<*const PodState> = state.pods.iter().map(|p| p as *const _).collect();
         let (names, points) = scrape(30, &listed);
         let scrape = node_scrape(&names, &points, &listed);
@@ -628,7 +645,12 @@ mod tests {
         ] {
             let mut state = NodeState::new(0);
             let (names, points) = scrape(15, &listed);
-            state.update(&node_scrape(&names, &points, &listed), 15 * S, RESOLUTION);
+            state.update(
+                &node_scrape(&names, &points, &listed),
+                15 * S,
+                RESOLUTION,
+                None,
+            );
             let (names, points) = scrape(30, &changed);
             let mut newest = UnixNanos::MIN;
             assert!(

@@ -595,6 +595,7 @@ fn model_cell_publishes_like_arc_swap() {
             &steady(t, &[("ns", "p")]),
             t * S,
             15 * S,
+            None,
             &cell,
         );
     }
@@ -766,4 +767,56 @@ fn entries_refilled_in_place_serve_what_fresh_entries_would() {
     }
     // The earliest snapshots a reader held still show their own time.
     assert_eq!(kept[1].node("n1").unwrap().timestamp, 130 * S);
+}
+
+/// A discovery cache standing in: knows one pod, by its own strings.
+struct KnownPods {
+    namespace: Name,
+    name: Name,
+}
+
+impl PodNames for KnownPods {
+    fn pod_names(&self, namespace: &str, name: &str) -> Option<(Name, Name)> {
+        (namespace == &*self.namespace && name == &*self.name)
+            .then(|| (Arc::clone(&self.namespace), Arc::clone(&self.name)))
+    }
+}
+
+#[test]
+fn pods_new_to_the_store_take_their_names_from_the_source_that_knows_them() {
+    let source = Arc::new(KnownPods {
+        namespace: name("ns"),
+        name: name("known"),
+    });
+    let store = Store::new(config()).with_pod_names(Arc::clone(&source) as Arc<dyn PodNames>);
+    let node = name("n1");
+    let scrape = |t: i64| {
+        let p = point(0, t * S, (t * S) as u64, 1);
+        let pod = |pod: &'static str| PodScrape {
+            namespace: Cow::Owned("ns".to_string()),
+            name: Cow::Borrowed(pod),
+            containers: vec![ContainerScrape {
+                name: Cow::Borrowed("c"),
+                point: p,
+            }],
+        };
+        NodeScrape {
+            node: Some(p),
+            pods: vec![pod("known"), pod("unknown")],
+        }
+    };
+    store.write_node(&node, &scrape(100), 100 * S);
+    for t in [115, 130] {
+        store.write_node(&node, &scrape(t), t * S);
+        let snapshot = store.snapshot();
+        let known = snapshot.pod("ns", "known").expect("served");
+        assert!(Arc::ptr_eq(&known.namespace, &source.namespace));
+        assert!(Arc::ptr_eq(&known.name, &source.name));
+        // A pod the source does not know keeps the scrape's name, with the same content.
+        let unknown = snapshot.pod("ns", "unknown").expect("served");
+        assert!(!Arc::ptr_eq(&unknown.name, &source.name));
+        assert_eq!(&*unknown.name, "unknown");
+        assert_eq!(&*unknown.namespace, "ns");
+    }
+    assert!(store.snapshot().slots_are_current());
 }
