@@ -736,7 +736,11 @@ impl PodList {
                     std::cmp::Ordering::Less => {
                         view_pods.next();
                     }
-                    std::cmp::Ordering::Equal => break labels,
+                    // Each pod is once in each walk: the next pod starts past this one.
+                    std::cmp::Ordering::Equal => {
+                        view_pods.next();
+                        break labels;
+                    }
                     // Not Running, or unknown to the view: not listed.
                     std::cmp::Ordering::Greater => return None,
                 }
