@@ -780,9 +780,12 @@ impl PodList {
         Some(items)
     }
 
-    /// As [`PodList::select_short`] for a namespace with a label selector, walking the view's
-    /// pods of the namespace (in name order, as the snapshot's) and looking up the metrics of
-    /// the selected ones only. `None` when that walk does not apply.
+    /// As [`PodList::select_short`] for a namespace with a label selector: the view's pods of the
+    /// namespace are joined, in name order, with the snapshot's index of the namespace, labels
+    /// are matched along the way, and only the selected pods are looked up in their nodes'
+    /// entries. Both walks hold the very same name strings (see [`crate::model::PodNames`]), so
+    /// the join compares pointers, where a lookup per selected pod would compare strings down
+    /// the whole index. `None` when that walk does not apply.
     #[allow(clippy::option_option)]
     fn select_short_by_view(
         &self,
@@ -792,12 +795,34 @@ impl PodList {
         let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
             return None;
         };
-        let pods = self.view.running_pods_sorted(Some(namespace))?;
+        let view_pods = self.view.running_pods_sorted(Some(namespace))?;
+        let mut indexed = self
+            .snapshot
+            .indexed_pods_in_namespace(namespace)
+            .peekable();
         let mut items = Vec::new();
-        for (seen, (_, name, pod_labels)) in pods.enumerate() {
+        for (seen, (view_namespace, name, pod_labels)) in view_pods.enumerate() {
             if seen >= examined {
                 return Some(None);
             }
+            // The index's pods ordered before this one are not Running or not known to the
+            // view: not listed. Past the index's last pod, nothing more can be.
+            let served = loop {
+                let Some(pod) = indexed.peek() else {
+                    return Some(Some(items));
+                };
+                match pod_key_order((pod.namespace(), pod.name()), (view_namespace, name)) {
+                    std::cmp::Ordering::Less => {
+                        indexed.next();
+                    }
+                    std::cmp::Ordering::Equal => break indexed.next(),
+                    // A Running pod without metrics yet.
+                    std::cmp::Ordering::Greater => break None,
+                }
+            };
+            let Some(pod) = served else {
+                continue;
+            };
             if !labels.matches(pod_labels)
                 || self
                     .fields
@@ -806,8 +831,7 @@ impl PodList {
             {
                 continue;
             }
-            // A Running pod without metrics yet is not listed.
-            let Some((metrics, parts)) = self.snapshot.pod_json(namespace, name) else {
+            let Some((metrics, parts)) = pod.json() else {
                 continue;
             };
             if items.len() == selected {
@@ -2224,6 +2248,55 @@ mod tests {
         assert_eq!(body_of(response), (406, String::new()));
         let (code, _) = h.get("/openapi/v3/apis/other.k8s.io/v1");
         assert_eq!(code, 404);
+    }
+
+    fn borrowed(pods: &[(String, String)]) -> Vec<(&str, &str)> {
+        pods.iter()
+            .map(|(ns, n)| (ns.as_str(), n.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_namespaced_selection_lists_exactly_the_served_running_matching_pods() {
+        // Every mix of: scraped or not, known to the view or not, Running or not, matching or
+        // not, spread over two nodes and between pods of neighbouring namespaces.
+        let mut on_a: Vec<(String, String)> = Vec::new();
+        let mut on_b: Vec<(String, String)> = Vec::new();
+        let mut fixture = Fixture {
+            synced: true,
+            ..Fixture::default()
+        };
+        let mut expected = Vec::new();
+        for ns in ["app", "apps", "ap"] {
+            for case in 0..48u32 {
+                let name = format!("pod-{case:02}");
+                let (scraped, known, running, matching) =
+                    (case & 1 != 0, case & 2 != 0, case & 4 != 0, case & 8 != 0);
+                if scraped {
+                    let node = if case % 3 == 0 { &mut on_a } else { &mut on_b };
+                    node.push((ns.to_owned(), name.clone()));
+                }
+                if known {
+                    let app = if matching { "web" } else { "db" };
+                    fixture.pods.insert(
+                        (ns.into(), name.as_str().into()),
+                        (labels(&[("app", app)]), running),
+                    );
+                }
+                if ns == "apps" && scraped && known && running && matching {
+                    expected.push(format!("apps/{name}"));
+                }
+            }
+        }
+        let (a, b) = (borrowed(&on_a), borrowed(&on_b));
+        let store = store_with(&[("node-a", &a), ("node-b", &b)]);
+        let h = harness(store, fixture, None);
+        let (code, list) =
+            h.get_json("/apis/metrics.k8s.io/v1beta1/namespaces/apps/pods?labelSelector=app%3Dweb");
+        assert_eq!(code, 200);
+        assert_eq!(names(&list), expected);
+        // Scraped, known, Running and matching: one case in 16, on both nodes.
+        assert_eq!(expected, ["apps/pod-15", "apps/pod-31", "apps/pod-47"]);
     }
 
     #[test]

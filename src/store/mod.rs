@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use crate::model::{Name, NodeScrape, PodNames, UnixNanos};
 
 pub use points::RateError;
-pub use snapshot::Snapshot;
+pub use snapshot::{IndexedPod, Snapshot};
 
 use snapshot::{publish, SnapshotCell};
 use state::NodeState;

@@ -81,6 +81,15 @@ struct PodOwner {
     slot: u32,
 }
 
+/// A pod of the index, not yet looked up in its node's entry: a walk that selects pods by
+/// something the snapshot does not hold (their labels) looks up only the pods it selects.
+#[derive(Clone, Copy)]
+pub struct IndexedPod<'s> {
+    nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
+    key: &'s PodKey,
+    owner: &'s PodOwner,
+}
+
 /// A borrowed [`PodKey`], so lookups need no allocation.
 struct PodKeyRef<'a> {
     namespace: &'a str,
@@ -164,6 +173,20 @@ impl Snapshot {
     ) -> impl Iterator<Item = (&PodMetrics, PodItemParts<'_>)> {
         self.owned_pods(self.namespace_owners(namespace))
             .filter_map(|(entry, i)| entry.pod_json(i))
+    }
+
+    /// One namespace's pods sorted by name, each looked up in its node's entry only when asked
+    /// (see [`IndexedPod::json`]).
+    pub fn indexed_pods_in_namespace(
+        &self,
+        namespace: &str,
+    ) -> impl Iterator<Item = IndexedPod<'_>> {
+        self.namespace_owners(namespace)
+            .map(|(key, owner)| IndexedPod {
+                nodes: &self.nodes,
+                key,
+                owner,
+            })
     }
 
     /// The index entries of one namespace, in order.
@@ -453,6 +476,25 @@ pub(crate) fn pod_order(a: &PodMetrics, b: &PodMetrics) -> Ordering {
         return Ordering::Equal;
     }
     (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
+}
+
+// === impl IndexedPod ===
+
+impl<'s> IndexedPod<'s> {
+    pub fn namespace(&self) -> &'s str {
+        &self.key.namespace
+    }
+
+    pub fn name(&self) -> &'s str {
+        &self.key.name
+    }
+
+    /// The pod's metrics and JSON list-item parts, from its node's entry.
+    pub fn json(&self) -> Option<(&'s PodMetrics, PodItemParts<'s>)> {
+        let entry = self.nodes.get(&*self.owner.node)?;
+        let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
+        entry.pod_json(i)
+    }
 }
 
 // === impl PodKeyRef ===
