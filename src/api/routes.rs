@@ -15,6 +15,7 @@
 //! its items here, within a bounded walk. A namespace list with a label selector (an HPA's
 //! query) walks the view's pods of that namespace and looks up metrics only for the selected.
 
+use std::iter::Peekable;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -729,22 +730,10 @@ impl PodList {
         let mut view_pods = view_pods.peekable();
         Box::new(self.candidates().filter_map(move |(metrics, parts)| {
             let key = (&*metrics.namespace, &*metrics.name);
-            // Skip the view's pods ordered before this one; stop at it or past it.
-            let pod_labels = loop {
-                let &(namespace, name, labels) = view_pods.peek()?;
-                match pod_key_order((namespace, name), key) {
-                    std::cmp::Ordering::Less => {
-                        view_pods.next();
-                    }
-                    // Each pod is once in each walk: the next pod starts past this one.
-                    std::cmp::Ordering::Equal => {
-                        view_pods.next();
-                        break labels;
-                    }
-                    // Not Running, or unknown to the view: not listed.
-                    std::cmp::Ordering::Greater => return None,
-                }
-            };
+            // Not Running, or unknown to the view: not listed.
+            let (_, _, pod_labels) = join_step(&mut view_pods, key, |&(namespace, name, _)| {
+                (namespace, name)
+            })??;
             self.matches(metrics, pod_labels)
                 .then_some((metrics, parts, pod_labels))
         }))
@@ -807,19 +796,12 @@ impl PodList {
             }
             // The index's pods ordered before this one are not Running or not known to the
             // view: not listed. Past the index's last pod, nothing more can be.
-            let served = loop {
-                let Some(pod) = indexed.peek() else {
-                    return Some(Some(items));
-                };
-                match pod_key_order((pod.namespace(), pod.name()), (view_namespace, name)) {
-                    std::cmp::Ordering::Less => {
-                        indexed.next();
-                    }
-                    std::cmp::Ordering::Equal => break indexed.next(),
-                    // A Running pod without metrics yet.
-                    std::cmp::Ordering::Greater => break None,
-                }
+            let Some(served) = join_step(&mut indexed, (view_namespace, name), |pod| {
+                (pod.namespace(), pod.name())
+            }) else {
+                return Some(Some(items));
             };
+            // A Running pod without metrics yet is not listed.
             let Some(pod) = served else {
                 continue;
             };
@@ -899,6 +881,26 @@ impl PodList {
         }
         chunks.buffer().extend_from_slice(Self::JSON_TAIL);
         self.telemetry.record_freshness(&freshness);
+    }
+}
+
+/// One step of a join of two walks sorted by (namespace, name): skips `walk`'s items ordered
+/// before `key` and takes the one equal to it, so the next step starts past it (each pod is
+/// once in each walk). `Some(None)` when `walk` is already past `key`, which then has no
+/// partner; `None` once `walk` is exhausted.
+fn join_step<I, K>(walk: &mut Peekable<I>, key: (&str, &str), key_of: K) -> Option<Option<I::Item>>
+where
+    I: Iterator,
+    K: Fn(&I::Item) -> (&str, &str),
+{
+    loop {
+        match pod_key_order(key_of(walk.peek()?), key) {
+            std::cmp::Ordering::Less => {
+                walk.next();
+            }
+            std::cmp::Ordering::Equal => return Some(walk.next()),
+            std::cmp::Ordering::Greater => return Some(None),
+        }
     }
 }
 

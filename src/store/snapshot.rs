@@ -138,15 +138,6 @@ impl Snapshot {
         entry.pods.get(i)
     }
 
-    /// One pod with its JSON list-item parts (see [`pod_item_parts`]).
-    pub fn pod_json(&self, namespace: &str, name: &str) -> Option<(&PodMetrics, PodItemParts<'_>)> {
-        let key = PodKeyRef { namespace, name };
-        let owner = self.pod_owners.get(&key)?;
-        let entry = self.nodes.get(&*owner.node)?;
-        let i = entry.pod_index(namespace, name, owner.slot)?;
-        entry.pod_json(i)
-    }
-
     /// All pods sorted by namespace, then name.
     pub fn pods(&self) -> impl Iterator<Item = &PodMetrics> {
         self.owned_pods(self.pod_owners.iter())
