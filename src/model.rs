@@ -29,6 +29,26 @@ pub fn same_name(a: &str, b: &str) -> bool {
     std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()
 }
 
+/// How two pods' (namespace, name) keys order, the order every pod walk keeps. Names the store took from discovery are the
+/// very same strings on both sides (see [`PodNames`]), so a pod present in both
+/// walks of a join is told by pointer, without reading the names (a cache miss each, per pod,
+/// across a large cluster).
+#[inline]
+pub fn pod_key_order(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    let by_namespace = if same_name(a.0, b.0) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.0.cmp(b.0)
+    };
+    by_namespace.then_with(|| {
+        if same_name(a.1, b.1) {
+            std::cmp::Ordering::Equal
+        } else {
+            a.1.cmp(b.1)
+        }
+    })
+}
+
 /// One observation of a node or container, as the kubelet reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsPoint {
@@ -215,6 +235,33 @@ pub struct ScrapeTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_keys_order_by_namespace_then_name_whether_or_not_they_share_strings() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let (namespace, name): (Arc<str>, Arc<str>) = (Arc::from("ns"), Arc::from("web-1"));
+        let (copy_namespace, copy_name) = (String::from("ns"), String::from("web-1"));
+        assert_eq!(
+            pod_key_order((&namespace, &name), (&namespace, &name)),
+            Equal
+        );
+        assert_eq!(
+            pod_key_order((&namespace, &name), (&copy_namespace, &copy_name)),
+            Equal
+        );
+        assert_eq!(
+            pod_key_order((&namespace, &name), (&namespace, "web-2")),
+            Less
+        );
+        assert_eq!(pod_key_order((&namespace, &name), ("nr", &name)), Greater);
+        // The namespace decides before the name.
+        assert_eq!(pod_key_order(("a", "z"), ("b", "a")), Less);
+        // A shared prefix of the same allocation is not the same name.
+        assert_eq!(
+            pod_key_order((&namespace, &name[..4]), (&namespace, &name)),
+            Less
+        );
+    }
 
     #[test]
     fn labels_are_sorted_and_last_value_wins() {

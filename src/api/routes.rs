@@ -39,7 +39,7 @@ use crate::api::render::{self, StatusDetails};
 use crate::api::selector::{FieldSelector, LabelSelector, SelectorError};
 use crate::api::table::{self, IncludeObject};
 use crate::discovery::{ClusterView, DiscoveryHandle, PodInfo};
-use crate::model::{same_name, Labels, NodeMetrics, PodMetrics, UnixNanos};
+use crate::model::{pod_key_order, Labels, NodeMetrics, PodMetrics, UnixNanos};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::Telemetry;
 
@@ -902,26 +902,6 @@ where
             std::cmp::Ordering::Greater => return Some(None),
         }
     }
-}
-
-/// How two pods' (namespace, name) keys order. Names the store took from discovery are the
-/// very same strings on both sides (see [`crate::model::PodNames`]), so a pod present in both
-/// walks of a join is told by pointer, without reading the names (a cache miss each, per pod,
-/// across a large cluster).
-#[inline]
-fn pod_key_order(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
-    let by_namespace = if same_name(a.0, b.0) {
-        std::cmp::Ordering::Equal
-    } else {
-        a.0.cmp(b.0)
-    };
-    by_namespace.then_with(|| {
-        if same_name(a.1, b.1) {
-            std::cmp::Ordering::Equal
-        } else {
-            a.1.cmp(b.1)
-        }
-    })
 }
 
 /// One selected pod of a list: its metrics, cached JSON parts and labels.
@@ -2299,33 +2279,6 @@ mod tests {
         assert_eq!(names(&list), expected);
         // Scraped, known, Running and matching: one case in 16, on both nodes.
         assert_eq!(expected, ["apps/pod-15", "apps/pod-31", "apps/pod-47"]);
-    }
-
-    #[test]
-    fn pod_keys_order_by_namespace_then_name_whether_or_not_they_share_strings() {
-        use std::cmp::Ordering::{Equal, Greater, Less};
-        let (namespace, name): (Arc<str>, Arc<str>) = (Arc::from("ns"), Arc::from("web-1"));
-        let (copy_namespace, copy_name) = (String::from("ns"), String::from("web-1"));
-        assert_eq!(
-            pod_key_order((&namespace, &name), (&namespace, &name)),
-            Equal
-        );
-        assert_eq!(
-            pod_key_order((&namespace, &name), (&copy_namespace, &copy_name)),
-            Equal
-        );
-        assert_eq!(
-            pod_key_order((&namespace, &name), (&namespace, "web-2")),
-            Less
-        );
-        assert_eq!(pod_key_order((&namespace, &name), ("nr", &name)), Greater);
-        // The namespace decides before the name.
-        assert_eq!(pod_key_order(("a", "z"), ("b", "a")), Less);
-        // A shared prefix of the same allocation is not the same name.
-        assert_eq!(
-            pod_key_order((&namespace, &name[..4]), (&namespace, &name)),
-            Less
-        );
     }
 
     #[test]

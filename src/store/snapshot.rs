@@ -19,7 +19,7 @@ use equivalent::{Comparable, Equivalent};
 use imbl::OrdMap;
 
 use crate::api::render::{pod_item_parts, PodItemParts};
-use crate::model::{same_name, Name, NodeMetrics, PodMetrics};
+use crate::model::{pod_key_order, same_name, Name, NodeMetrics, PodMetrics};
 
 /// An immutable view of everything servable at one instant.
 ///
@@ -463,10 +463,7 @@ fn slot(position: usize) -> u32 {
 /// The order pods are kept in: namespace, then name.
 pub(crate) fn pod_order(a: &PodMetrics, b: &PodMetrics) -> Ordering {
     // Names are interned across scrapes, so a steady pod compares by pointer.
-    if Arc::ptr_eq(&a.namespace, &b.namespace) && Arc::ptr_eq(&a.name, &b.name) {
-        return Ordering::Equal;
-    }
-    (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
+    pod_key_order((&a.namespace, &a.name), (&b.namespace, &b.name))
 }
 
 // === impl IndexedPod ===

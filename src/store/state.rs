@@ -8,7 +8,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::model::{
-    ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, PodNames, PodScrape, UnixNanos,
+    pod_key_order, ContainerMetrics, Name, NodeMetrics, NodeScrape, PodMetrics, PodNames,
+    PodScrape, UnixNanos,
 };
 
 use super::points::{Points, RateError};
@@ -511,7 +512,7 @@ fn slot(position: usize) -> u32 {
 }
 
 fn pod_state_order(a: &PodState, b: &PodState) -> Ordering {
-    (&*a.namespace, &*a.name).cmp(&(&*b.namespace, &*b.name))
+    pod_key_order((&a.namespace, &a.name), (&b.namespace, &b.name))
 }
 
 #[cfg(test)]
