@@ -3,6 +3,7 @@
 //! Reads store snapshots and discovery caches; never writes either, and never waits on a lock or a
 //! channel the scrape side holds.
 
+pub mod answers;
 pub mod auth;
 pub mod authn;
 pub mod authz;

@@ -73,6 +73,13 @@ pub struct PodItemParts<'a> {
     pub tail: &'a [u8],
 }
 
+/// How a JSON `PodMetricsList` opens, as [`pod_metrics_list_from_parts`] writes it (a test
+/// holds the two to the same bytes): a list assembled from cached items starts with it.
+pub(crate) const POD_LIST_JSON_HEAD: &[u8] =
+    br#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#;
+/// How every JSON list closes.
+pub(crate) const LIST_JSON_TAIL: &[u8] = b"]}\n";
+
 /// Appends a pod's list-item parts to `out`, head then tail; returns the head's length.
 ///
 /// With the request's time and the pod's labels between them, they make the item

@@ -27,6 +27,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 
+use crate::api::answers::{self, AnswerCache};
 use crate::api::auth::{Auth, AuthError};
 use crate::api::body::{self, Chunks};
 use crate::api::discovery_docs;
@@ -87,6 +88,11 @@ pub trait ClusterLookup: Send + Sync {
     ) -> Option<Box<dyn Iterator<Item = ViewPod<'s>> + 's>> {
         None
     }
+    /// A number no other view of this source shares, if it has one: answers derived from this
+    /// view are kept under it (see [`AnswerCache`]).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A Running pod as a sorted walk of the view yields it: namespace, name, labels.
@@ -123,6 +129,9 @@ impl ClusterLookup for ClusterView {
                 .map(|info| (&*info.namespace, &*info.name, &info.labels)),
         ))
     }
+    fn generation(&self) -> Option<u64> {
+        Some(ClusterView::generation(self))
+    }
 }
 
 /// What every handler shares.
@@ -139,6 +148,8 @@ pub struct Router {
     shutting_down: Arc<AtomicBool>,
     /// Lists expected to be longer than this are rendered off the I/O workers.
     off_thread_items: usize,
+    /// JSON answers to namespaced label selections, served again while still current.
+    answers: AnswerCache,
 }
 
 /// The request headers the handlers read.
@@ -244,6 +255,7 @@ impl Router {
             health,
             shutting_down: Arc::new(AtomicBool::new(false)),
             off_thread_items: OFF_THREAD_ITEMS,
+            answers: AnswerCache::default(),
         }
     }
 
@@ -499,18 +511,45 @@ impl Router {
             encoding: wire.encoding,
             now,
         };
+        let examined = self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED);
+        // An HPA's query, a label selector in a namespace, is answered from the answer kept for
+        // it while that is current, and kept when a walk finds it short.
+        let answer_key = match (namespace, list.encoding, list.view.generation()) {
+            (Some(namespace), Encoding::Json, Some(generation)) if list.labels.is_some() => {
+                let key = AnswerCache::key(namespace, query);
+                if let Some(answer) = self.answers.current(&key, generation, &list.snapshot, now) {
+                    list.record_freshness(answer.timestamps());
+                    return wire.ok(answer.body());
+                }
+                Some((key, generation))
+            }
+            _ => None,
+        };
+        if let Some((key, generation)) = answer_key {
+            match list.select_short_by_view(examined, self.off_thread_items) {
+                Some(Some(selected)) => {
+                    let answer = self.answers.insert(
+                        key,
+                        generation,
+                        &list.snapshot,
+                        selected.into_iter(),
+                        now,
+                    );
+                    list.record_freshness(answer.timestamps());
+                    return wire.ok(answer.body());
+                }
+                Some(None) => return list.off_thread(wire),
+                None => {}
+            }
+        }
         // Whether the list is short is known from the snapshot's count when nothing narrows it;
         // otherwise from a walk that selects here, and gives up (the list is long) once it has
-        // examined too many pods or selected too many. An HPA's query, a label selector in a
-        // namespace, is a short walk and is answered from what it selected.
+        // examined too many pods or selected too many.
         let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
         let short = if whole {
             (list.snapshot.pod_count() <= self.off_thread_items).then(Vec::new)
         } else {
-            list.select_short(
-                self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED),
-                self.off_thread_items,
-            )
+            list.select_short(examined, self.off_thread_items)
         };
         match short {
             Some(selected) if !whole => {
@@ -524,15 +563,7 @@ impl Router {
                 list.render(&mut out);
                 wire.ok(out)
             }
-            None => {
-                let expected = list
-                    .snapshot
-                    .pod_count()
-                    .saturating_mul(PodList::ITEM_BYTES);
-                wire.ok(body::render_off_thread(expected, move |chunks| {
-                    list.render_chunked(chunks)
-                }))
-            }
+            None => list.off_thread(wire),
         }
     }
 
@@ -692,11 +723,6 @@ struct PodList {
 impl PodList {
     /// A JSON list item's usual size, to size buffers.
     const ITEM_BYTES: usize = 512;
-    /// How a JSON `PodMetricsList` opens and closes, as [`render::pod_metrics_list_from_parts`]
-    /// writes it (a test holds the two to the same bytes).
-    const JSON_HEAD: &'static [u8] =
-        br#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#;
-    const JSON_TAIL: &'static [u8] = b"]}\n";
 
     /// The pods the walk visits: the namespace's, or all, with their cached JSON parts.
     fn candidates(&self) -> Box<dyn Iterator<Item = (&PodMetrics, render::PodItemParts<'_>)> + '_> {
@@ -739,6 +765,23 @@ impl PodList {
         }))
     }
 
+    /// The list rendered on the blocking pool and streamed.
+    fn off_thread(self, wire: Negotiated<'_>) -> Response<Body> {
+        let expected = self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES);
+        wire.ok(body::render_off_thread(expected, move |chunks| {
+            self.render_chunked(chunks)
+        }))
+    }
+
+    /// Records the freshness of served items with these metrics timestamps.
+    fn record_freshness(&self, timestamps: impl Iterator<Item = UnixNanos>) {
+        let mut freshness = self.telemetry.freshness_batch();
+        for timestamp in timestamps {
+            freshness.observe(age_seconds(self.now, timestamp));
+        }
+        self.telemetry.record_freshness(&freshness);
+    }
+
     /// Whether the selectors select a served pod with these labels.
     fn matches(&self, metrics: &PodMetrics, pod_labels: &Labels) -> bool {
         self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
@@ -752,7 +795,12 @@ impl PodList {
     /// selected at most `selected`.
     fn select_short(&self, examined: usize, selected: usize) -> Option<Vec<PodItem<'_>>> {
         if let Some(by_view) = self.select_short_by_view(examined, selected) {
-            return by_view;
+            return by_view.map(|items| {
+                items
+                    .into_iter()
+                    .map(|(metrics, parts, labels, _)| (metrics, parts, labels))
+                    .collect()
+            });
         }
         let mut items = Vec::new();
         for (seen, (metrics, parts)) in self.candidates().enumerate() {
@@ -774,13 +822,14 @@ impl PodList {
     /// are matched along the way, and only the selected pods are looked up in their nodes'
     /// entries. Both walks hold the very same name strings (see [`crate::model::PodNames`]), so
     /// the join compares pointers, where a lookup per selected pod would compare strings down
-    /// the whole index. `None` when that walk does not apply.
+    /// the whole index. Each item comes with where it is served from, for [`AnswerCache`].
+    /// `None` when that walk does not apply.
     #[allow(clippy::option_option)]
     fn select_short_by_view(
         &self,
         examined: usize,
         selected: usize,
-    ) -> Option<Option<Vec<PodItem<'_>>>> {
+    ) -> Option<Option<Vec<answers::Selected<'_>>>> {
         let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
             return None;
         };
@@ -813,13 +862,13 @@ impl PodList {
             {
                 continue;
             }
-            let Some((metrics, parts)) = pod.json() else {
+            let Some((metrics, parts, source)) = pod.json_with_source() else {
                 continue;
             };
             if items.len() == selected {
                 return Some(None);
             }
-            items.push((metrics, parts, pod_labels));
+            items.push((metrics, parts, pod_labels, source));
         }
         Some(Some(items))
     }
@@ -862,7 +911,9 @@ impl PodList {
         }
         let mut freshness = self.telemetry.freshness_batch();
         let now = crate::api::gofmt::rfc3339(self.now);
-        chunks.buffer().extend_from_slice(Self::JSON_HEAD);
+        chunks
+            .buffer()
+            .extend_from_slice(render::POD_LIST_JSON_HEAD);
         let mut first = true;
         for (metrics, parts, labels) in self.items() {
             freshness.observe(age_seconds(self.now, metrics.timestamp));
@@ -879,7 +930,7 @@ impl PodList {
                 return;
             }
         }
-        chunks.buffer().extend_from_slice(Self::JSON_TAIL);
+        chunks.buffer().extend_from_slice(render::LIST_JSON_TAIL);
         self.telemetry.record_freshness(&freshness);
     }
 }
@@ -1254,7 +1305,7 @@ mod tests {
     const T0: i64 = 1_780_000_000 * SECOND;
 
     /// A fixed view of the cluster.
-    #[derive(Default)]
+    #[derive(Clone, Default)]
     struct Fixture {
         nodes: BTreeMap<String, Labels>,
         /// (labels, running) by (namespace, name).
@@ -1262,6 +1313,8 @@ mod tests {
         synced: bool,
         /// Offer no sorted walk of the pods, so lists look each pod's labels up instead.
         lookups_only: bool,
+        /// The view's generation; without one, no answer is kept.
+        generation: Option<u64>,
     }
 
     impl ClusterLookup for Fixture {
@@ -1290,6 +1343,9 @@ mod tests {
                     })
                     .map(|((ns, name), (labels, _))| (ns.as_str(), name.as_str(), labels)),
             ))
+        }
+        fn generation(&self) -> Option<u64> {
+            self.generation
         }
     }
 
@@ -1471,6 +1527,7 @@ mod tests {
             .insert("node-b".into(), labels(&[("role", "infra")]));
         for (ns, name, app, running) in [
             ("web", "front-1", "front", true),
+            ("web", "front-2", "front", true),
             ("web", "back-1", "back", true),
             ("web", "pending-1", "back", false),
             ("kube-system", "dns-1", "dns", true),
@@ -1480,6 +1537,193 @@ mod tests {
                 .insert((ns.into(), name.into()), (labels(&[("app", app)]), running));
         }
         (store, fixture)
+    }
+
+    /// One router keeping HPA answers (its view has a generation) and one walking every time,
+    /// over the same store and pods.
+    fn keeping_and_walking() -> (Arc<Store>, Harness, Harness) {
+        let (store, fixture) = cluster();
+        let walking = harness(Arc::clone(&store), fixture.clone(), None);
+        let keeping = Fixture {
+            generation: Some(7),
+            ..fixture
+        };
+        (Arc::clone(&store), harness(store, keeping, None), walking)
+    }
+
+    const WEB_PODS: &str = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
+    const WITH_APP: &str = "labelSelector=app";
+
+    impl Harness {
+        fn get_at(&self, path: &str, query: &str, now: UnixNanos) -> (u16, String) {
+            body_of(self.router.respond(&Method::GET, path, query, now))
+        }
+
+        /// The kept answer to `web` pods with an `app` label, as the view of `generation`
+        /// would see it now.
+        fn kept_web_apps(
+            &self,
+            generation: u64,
+            store: &Store,
+            now: UnixNanos,
+        ) -> Option<Arc<answers::Answer>> {
+            let key = AnswerCache::key("web", WITH_APP);
+            self.router
+                .answers
+                .current(&key, generation, &store.snapshot(), now)
+        }
+    }
+
+    #[test]
+    fn kept_answers_match_a_fresh_walk_through_scrapes_removals_and_seconds() {
+        let (store, keeping, walking) = keeping_and_walking();
+        let both = |now: UnixNanos| {
+            let kept = keeping.get_at(WEB_PODS, WITH_APP, now);
+            assert_eq!(kept, walking.get_at(WEB_PODS, WITH_APP, now));
+            assert_eq!(kept.0, 200);
+            serde_json::from_str::<serde_json::Value>(&kept.1).unwrap()
+        };
+        let now = T0 + 10 * SECOND;
+        let first = both(now);
+        assert_eq!(names(&first), ["web/back-1", "web/front-1"]);
+        assert_eq!(keeping.router.answers.len(), 1);
+        assert!(walking.router.answers.is_empty());
+
+        // Nothing changed: the very answer kept is served.
+        let again = keeping.kept_web_apps(7, &store, now).unwrap();
+        let once_more = keeping.kept_web_apps(7, &store, now + SECOND / 2).unwrap();
+        assert!(Arc::ptr_eq(&again, &once_more));
+        // Another view may have other pods or labels: not current.
+        assert!(keeping.kept_web_apps(8, &store, now).is_none());
+
+        // The next second: the same pods, stamped with the new request time.
+        let later = both(now + 3 * SECOND / 2);
+        assert_ne!(later, first);
+        assert_eq!(
+            later["items"][0]["metadata"]["creationTimestamp"],
+            crate::api::gofmt::rfc3339(now + SECOND)
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+        );
+
+        // node-a publishes a new point: back-1 is fetched again, front-1 kept.
+        store.write_node(
+            &Name::from("node-a"),
+            &scrape(
+                T0 + 20 * SECOND,
+                130,
+                &[("web", "back-1"), ("web", "pending-1")],
+            ),
+            T0 + 20 * SECOND,
+        );
+        let now = T0 + 21 * SECOND;
+        assert!(keeping.kept_web_apps(7, &store, now).is_some());
+        let refreshed = both(now);
+        assert_ne!(
+            refreshed["items"][0]["containers"],
+            later["items"][0]["containers"]
+        );
+        assert_eq!(
+            refreshed["items"][1]["containers"],
+            later["items"][1]["containers"]
+        );
+        assert_eq!(refreshed["items"][0]["timestamp"], "2026-05-28T20:27:00Z");
+
+        // A Running pod the view selects gains metrics on node-b: the walk decides again.
+        for (at, cpu) in [(20, 120), (30, 130)] {
+            store.write_node(
+                &Name::from("node-b"),
+                &scrape(
+                    T0 + at * SECOND,
+                    cpu,
+                    &[
+                        ("web", "front-1"),
+                        ("web", "front-2"),
+                        ("kube-system", "dns-1"),
+                    ],
+                ),
+                T0 + at * SECOND,
+            );
+        }
+        let now = T0 + 31 * SECOND;
+        assert!(keeping.kept_web_apps(7, &store, now).is_none());
+        assert_eq!(
+            names(&both(now)),
+            ["web/back-1", "web/front-1", "web/front-2"]
+        );
+
+        // back-1 leaves the index: the walk decides again.
+        store.remove_pod("web", "back-1");
+        assert!(keeping.kept_web_apps(7, &store, now).is_none());
+        assert_eq!(names(&both(now)), ["web/front-1", "web/front-2"]);
+
+        // node-b goes: front-1 with it.
+        store.remove_node("node-b");
+        assert!(keeping.kept_web_apps(7, &store, now).is_none());
+        assert_eq!(names(&both(now)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_json_namespaced_selections_are_kept() {
+        let (_store, keeping, _walking) = keeping_and_walking();
+        let now = T0 + 10 * SECOND;
+        for (path, query) in [
+            (WEB_PODS, ""),
+            ("/apis/metrics.k8s.io/v1beta1/pods", WITH_APP),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods/front-1",
+                "",
+            ),
+            (WEB_PODS, "fieldSelector=metadata.name%3Dfront-1"),
+        ] {
+            assert_eq!(keeping.get_at(path, query, now).0, 200, "{path}?{query}");
+        }
+        let protobuf = keeping.router.respond_to(
+            &Method::GET,
+            WEB_PODS,
+            WITH_APP,
+            RequestHeaders {
+                accept: Some(negotiate::PROTOBUF_MEDIA_TYPE),
+                if_none_match: None,
+            },
+            now,
+        );
+        assert_eq!(protobuf.status(), 200);
+        assert!(keeping.router.answers.is_empty());
+    }
+
+    #[test]
+    fn kept_answers_stay_within_their_budget() {
+        let (store, fixture) = cluster();
+        let one = {
+            let h = harness(
+                Arc::clone(&store),
+                Fixture {
+                    generation: Some(1),
+                    ..fixture.clone()
+                },
+                None,
+            );
+            h.get_at(WEB_PODS, WITH_APP, T0 + 10 * SECOND);
+            h.router.answers.held_bytes()
+        };
+        let mut h = harness(
+            store,
+            Fixture {
+                generation: Some(1),
+                ..fixture
+            },
+            None,
+        );
+        h.router.answers = AnswerCache::with_budget(3 * one);
+        for i in 0..10 {
+            let query = format!("{WITH_APP}&limit={i}");
+            assert_eq!(h.get_at(WEB_PODS, &query, T0 + 10 * SECOND).0, 200);
+            assert!(h.router.answers.held_bytes() <= 3 * one);
+        }
+        assert!((1..=3).contains(&h.router.answers.len()));
+        assert_eq!(h.router.answers.held_bytes(), h.router.answers.len() * one);
     }
 
     #[test]
@@ -1948,7 +2192,10 @@ mod tests {
     fn the_chunked_json_list_opens_and_closes_as_the_renderer_does() {
         let mut empty = Vec::new();
         render::pod_metrics_list_from_parts(&mut empty, std::iter::empty(), T0);
-        assert_eq!(empty, [PodList::JSON_HEAD, PodList::JSON_TAIL].concat());
+        assert_eq!(
+            empty,
+            [render::POD_LIST_JSON_HEAD, render::LIST_JSON_TAIL].concat()
+        );
     }
 
     #[test]

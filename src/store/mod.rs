@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use crate::model::{Name, NodeScrape, PodNames, UnixNanos};
 
 pub use points::RateError;
-pub use snapshot::{IndexedPod, Snapshot};
+pub use snapshot::{IndexedPod, PodSource, Snapshot};
 
 use snapshot::{publish, SnapshotCell};
 use state::NodeState;
@@ -128,8 +128,9 @@ impl Store {
 
     /// Forgets a node and every pod it reported.
     pub fn remove_node(&self, node: &str) {
-        let removed = self.nodes.remove_if(node, |name, _| {
+        let removed = self.nodes.remove_if(node, |name, state| {
             unpublish_node(name, &self.published);
+            state.retire();
             true
         });
         if removed.is_some() {
@@ -148,10 +149,12 @@ impl Store {
         };
         if let Some(mut state) = self.nodes.get_mut(&*owner) {
             if state.remove_pod(namespace, name) {
+                state.begin_publish();
                 let entry = state.entry(&owner).map(Arc::new);
                 publish(&self.published, |current| {
                     current.with_node(&owner, entry.as_ref())
                 });
+                state.announce();
             }
         }
     }
@@ -170,6 +173,7 @@ impl Store {
                 let stale = state.is_stale(now, self.staleness_nanos);
                 if stale {
                     unpublish_node(name, &self.published);
+                    state.retire();
                 }
                 stale
             });
@@ -202,10 +206,12 @@ pub(crate) fn write_locked(
     cell: &impl SnapshotCell,
 ) {
     state.update(scrape, now, resolution, pod_names);
+    state.begin_publish();
     match state.next_entry(node) {
         Some(entry) => publish(cell, |current| current.with_node(node, Some(&entry))),
         None => unpublish_node(node, cell),
     }
+    state.announce();
 }
 
 /// Removes a node and its pods from the published snapshot. Called under the node's lock.

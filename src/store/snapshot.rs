@@ -12,6 +12,7 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -35,6 +36,9 @@ pub struct Snapshot {
     node_count: usize,
     /// Containers served across all pods.
     container_count: usize,
+    /// Counts changes to `pod_owners` (a pod added, removed or moved): while it stays, every
+    /// pod is served by the node and at the slot it was.
+    index_generation: u64,
 }
 
 /// What one node's last scrape made servable.
@@ -44,6 +48,31 @@ pub(crate) struct NodeEntry {
     pub(crate) pods: Vec<PodMetrics>,
     /// The pods' JSON list-item parts, filled by the first reader that wants them.
     json: OnceLock<PodJson>,
+    /// Which of the node's publishes this entry is.
+    pub(crate) stamp: EntryStamp,
+}
+
+/// Which publish of a node an entry is, and where the node announces its latest publish.
+///
+/// The node's writer numbers each publish (a new entry, or the entry's removal) and stores the
+/// number in `latest` once the snapshot holding it is installed. A reader that kept something
+/// derived from an entry knows it is still what the node serves while `latest` holds the entry's
+/// number, with one atomic load instead of a search of the node map.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EntryStamp {
+    pub(crate) latest: Arc<AtomicU64>,
+    pub(crate) seq: u64,
+}
+
+/// Where a served pod came from: its node's entry and its slot there, to tell cheaply whether
+/// the pod's metrics changed since, and to fetch them again without a search of the index.
+#[derive(Clone, Debug)]
+pub struct PodSource {
+    namespace: Name,
+    name: Name,
+    node: Name,
+    slot: u32,
+    stamp: EntryStamp,
 }
 
 /// Every pod of an entry rendered by [`pod_item_parts`], back to back.
@@ -221,6 +250,33 @@ impl Snapshot {
         })
     }
 
+    /// Counts changes to which node serves which pod: while it is unchanged, the pods served
+    /// are the ones served before, each where it was (see [`Snapshot::pod_from_source`]).
+    pub fn index_generation(&self) -> u64 {
+        self.index_generation
+    }
+
+    /// A pod as its node's entry serves it now, given where it was served from: its metrics,
+    /// JSON list-item parts and current source. `None` if that node's entry no longer holds the
+    /// pod at that slot (the index changed since).
+    pub fn pod_from_source(
+        &self,
+        source: &PodSource,
+    ) -> Option<(&PodMetrics, PodItemParts<'_>, PodSource)> {
+        let entry = self.nodes.get(&*source.node)?;
+        let i = usize::try_from(source.slot).ok()?;
+        let pod = entry.pods.get(i)?;
+        if !(same_str(&pod.namespace, &source.namespace) && same_str(&pod.name, &source.name)) {
+            return None;
+        }
+        let (metrics, parts) = entry.pod_json(i)?;
+        let source = PodSource {
+            stamp: entry.stamp.clone(),
+            ..source.clone()
+        };
+        Some((metrics, parts, source))
+    }
+
     /// At least one node and one pod are servable.
     pub fn is_ready(&self) -> bool {
         self.node_count > 0 && !self.pod_owners.is_empty()
@@ -278,6 +334,8 @@ impl Snapshot {
         let old_pods = old.as_deref().map_or(&[][..], |e| &e.pods[..]);
         let new_pods = entry.map_or(&[][..], |e| &e.pods[..]);
 
+        let index_before = next.index_generation;
+        let mut index_changed = false;
         let (mut i, mut j) = (0, 0);
         while i < old_pods.len() || j < new_pods.len() {
             let order = match (old_pods.get(i), new_pods.get(j)) {
@@ -294,6 +352,7 @@ impl Snapshot {
                     };
                     if next.pod_owners.get(&key).is_some_and(|o| o.node == *node) {
                         next.pod_owners.remove(&key);
+                        index_changed = true;
                     }
                     i += 1;
                 }
@@ -309,6 +368,7 @@ impl Snapshot {
                             slot: slot(j),
                         },
                     );
+                    index_changed = true;
                     j += 1;
                 }
                 Ordering::Equal => {
@@ -322,6 +382,7 @@ impl Snapshot {
                         if let Some(owner) = next.pod_owners.get_mut(&key) {
                             if owner.node == *node {
                                 owner.slot = slot(j);
+                                index_changed = true;
                             }
                         }
                     }
@@ -337,6 +398,7 @@ impl Snapshot {
         // it first cannot underflow.
         next.node_count = next.node_count - old_node + new_node;
         next.container_count = next.container_count - old_containers + new_containers;
+        next.index_generation = index_before + u64::from(index_changed);
         next
     }
 }
@@ -344,11 +406,12 @@ impl Snapshot {
 // === impl NodeEntry ===
 
 impl NodeEntry {
-    pub(crate) fn new(node: Option<NodeMetrics>, pods: Vec<PodMetrics>) -> Self {
+    pub(crate) fn new(node: Option<NodeMetrics>, pods: Vec<PodMetrics>, stamp: EntryStamp) -> Self {
         NodeEntry {
             node,
             pods,
             json: OnceLock::new(),
+            stamp,
         }
     }
 
@@ -482,6 +545,50 @@ impl<'s> IndexedPod<'s> {
         let entry = self.nodes.get(&*self.owner.node)?;
         let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
         entry.pod_json(i)
+    }
+
+    /// As [`IndexedPod::json`], with where the pod is served from.
+    pub fn json_with_source(&self) -> Option<(&'s PodMetrics, PodItemParts<'s>, PodSource)> {
+        let entry = self.nodes.get(&*self.owner.node)?;
+        let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
+        let (metrics, parts) = entry.pod_json(i)?;
+        let source = PodSource {
+            namespace: self.key.namespace.clone(),
+            name: self.key.name.clone(),
+            node: self.owner.node.clone(),
+            slot: slot(i),
+            stamp: entry.stamp.clone(),
+        };
+        Some((metrics, parts, source))
+    }
+}
+
+// === impl EntryStamp ===
+
+impl EntryStamp {
+    /// A new node's: nothing published yet.
+    pub(crate) fn first() -> Self {
+        EntryStamp::default()
+    }
+
+    /// Announces that the snapshot holding publish `seq` is installed.
+    pub(crate) fn announce(&self, seq: u64) {
+        self.latest.store(seq, AtomicOrdering::Release);
+    }
+
+    /// The entry is still the node's latest publish.
+    fn is_latest(&self) -> bool {
+        self.latest.load(AtomicOrdering::Acquire) == self.seq
+    }
+}
+
+// === impl PodSource ===
+
+impl PodSource {
+    /// The pod's metrics are still what its node served when this source was taken (its node
+    /// has published nothing since). One atomic load.
+    pub fn is_current(&self) -> bool {
+        self.stamp.is_latest()
     }
 }
 

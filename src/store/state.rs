@@ -13,7 +13,7 @@ use crate::model::{
 };
 
 use super::points::{Points, RateError};
-use super::snapshot::NodeEntry;
+use super::snapshot::{EntryStamp, NodeEntry};
 
 /// What the store remembers about one node between scrapes.
 #[derive(Debug)]
@@ -36,6 +36,9 @@ pub(crate) struct NodeState {
     /// its pods in the same order every time, so the next scrape finds each pod's state at its
     /// hinted position with one comparison instead of a binary search.
     positions: Vec<u32>,
+    /// The number of this node's latest publish, and where it is announced (see
+    /// [`EntryStamp`]).
+    stamp: EntryStamp,
 }
 
 #[derive(Debug)]
@@ -64,7 +67,24 @@ impl NodeState {
             spare: None,
             published: None,
             positions: Vec::new(),
+            stamp: EntryStamp::first(),
         }
+    }
+
+    /// Numbers the publish about to be built: entries built from here on carry its number.
+    pub(crate) fn begin_publish(&mut self) {
+        self.stamp.seq += 1;
+    }
+
+    /// The publish numbered last is installed: readers holding older entries' stamps see them
+    /// outdated from now on.
+    pub(crate) fn announce(&self) {
+        self.stamp.announce(self.stamp.seq);
+    }
+
+    /// The node's state is being dropped: every stamp taken from its entries is outdated.
+    pub(crate) fn retire(&self) {
+        self.stamp.announce(u64::MAX);
     }
 
     /// Stores one scrape: the node's point and the full set of its pods.
@@ -288,6 +308,7 @@ impl NodeState {
     /// Overwrites `entry` with what this node can serve now; false if nothing.
     fn refill(&self, node: &Name, entry: &mut NodeEntry) -> bool {
         entry.forget_json();
+        entry.stamp.seq = self.stamp.seq;
         entry.node = self.node_metrics(node);
         let mut served = 0;
         for pod in &self.pods {
@@ -336,7 +357,7 @@ impl NodeState {
         if node_metrics.is_none() && pods.is_empty() {
             return None;
         }
-        Some(NodeEntry::new(node_metrics, pods))
+        Some(NodeEntry::new(node_metrics, pods, self.stamp.clone()))
     }
 
     #[cfg(test)]
