@@ -13,7 +13,8 @@
 //! [`OFF_THREAD_ITEMS`] is rendered on the blocking pool from the snapshot it loaded and
 //! streamed (see [`crate::api::body`]); whether a filtered list is long is found by selecting
 //! its items here, within a bounded walk. A namespace list with a label selector (an HPA's
-//! query) walks the view's pods of that namespace and looks up metrics only for the selected.
+//! query) walks the view's pods of that namespace and looks up metrics only for the selected;
+//! its JSON answer is kept and served again while it is current (see [`crate::api::answers`]).
 
 use std::iter::Peekable;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,6 +8,10 @@
 //! Publishing swaps in a new [`Snapshot`] that shares everything but that node's path; a reader
 //! holding a snapshot keeps a consistent view of every node in it.
 //!
+//! Each publish of a node is numbered and announced once installed (see `snapshot::EntryStamp`),
+//! so a reader that kept an answer derived from a node's entry knows with one atomic load
+//! whether the node has published since.
+//!
 //! ## Memory usage
 //! Two points per node and per container the kubelets currently report, plus one servable entry
 //! per node in the current snapshot. A node's scrape replaces its pod set, and a node that stops
