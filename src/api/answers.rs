@@ -26,9 +26,9 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::api::gofmt;
-use crate::api::render::{self, PodItemParts, LIST_JSON_TAIL, POD_LIST_JSON_HEAD};
-use crate::model::{Labels, PodMetrics, UnixNanos};
-use crate::store::{PodSource, Snapshot};
+use crate::api::render::{self, LIST_JSON_TAIL, POD_LIST_JSON_HEAD};
+use crate::model::{Labels, UnixNanos};
+use crate::store::{PodSource, ServedPod, Snapshot};
 
 /// The bytes of answer bodies kept at most.
 pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
@@ -53,12 +53,17 @@ pub struct Answer {
     /// The second `body`'s timestamps show.
     second: i64,
     body: Bytes,
-    items: Arc<[Item]>,
+    /// Where each pod comes from, in list order; shared by an answer's later renderings.
+    sources: Arc<[PodSource]>,
+    /// Each pod's part of this rendering, in list order.
+    items: Box<[Item]>,
 }
 
-/// One pod of an answer: where it came from, and where its part lies in the body.
+/// One pod's part of an answer's rendering.
+#[derive(Clone, Copy)]
 struct Item {
-    source: PodSource,
+    /// The node's publish the pod's metrics were taken from.
+    publish: u64,
     /// The metrics' timestamp, for the freshness histogram.
     timestamp: UnixNanos,
     /// The item's bytes in the body, and its head's length (the timestamp follows the head).
@@ -69,8 +74,8 @@ struct Item {
     middle: usize,
 }
 
-/// A selected pod, as the list walk gives it: metrics, JSON parts, labels and source.
-pub type Selected<'s> = (&'s PodMetrics, PodItemParts<'s>, &'s Labels, PodSource);
+/// A selected pod, as the list walk gives it: what its node serves, its labels and its source.
+pub type Selected<'s> = (ServedPod<'s>, &'s Labels, PodSource);
 
 // === impl AnswerCache ===
 
@@ -116,7 +121,11 @@ impl AnswerCache {
             return None;
         }
         let second = now.div_euclid(1_000_000_000);
-        let stale = kept.items.iter().any(|item| !item.source.is_current());
+        let stale = kept
+            .items
+            .iter()
+            .zip(kept.sources.iter())
+            .any(|(item, source)| !source.is_current(item.publish));
         if !stale && kept.second == second {
             return Some(kept);
         }
@@ -142,23 +151,25 @@ impl AnswerCache {
         let mut body = Vec::with_capacity(POD_LIST_JSON_HEAD.len() + selected.len() * 512);
         body.extend_from_slice(POD_LIST_JSON_HEAD);
         let mut items = Vec::with_capacity(selected.len());
-        for (i, (metrics, parts, labels, source)) in selected.enumerate() {
+        let mut sources = Vec::with_capacity(selected.len());
+        for (i, (served, labels, source)) in selected.enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             let start = body.len();
-            body.extend_from_slice(parts.head);
+            body.extend_from_slice(served.parts.head);
             render::creation_and_labels(&mut body, labels, &now_text);
-            let middle = body.len() - start - parts.head.len();
-            body.extend_from_slice(parts.tail);
+            let middle = body.len() - start - served.parts.head.len();
+            body.extend_from_slice(served.parts.tail);
             items.push(Item {
-                source,
-                timestamp: metrics.timestamp,
+                publish: served.publish,
+                timestamp: served.metrics.timestamp,
                 start,
                 end: body.len(),
-                head: parts.head.len(),
+                head: served.parts.head.len(),
                 middle,
             });
+            sources.push(source);
         }
         body.extend_from_slice(LIST_JSON_TAIL);
         let answer = Arc::new(Answer {
@@ -166,6 +177,7 @@ impl AnswerCache {
             index_generation: snapshot.index_generation(),
             second: now.div_euclid(1_000_000_000),
             body: Bytes::from(body),
+            sources: sources.into(),
             items: items.into(),
         });
         self.keep(&key, Arc::clone(&answer));
@@ -239,7 +251,8 @@ impl Answer {
             index_generation: self.index_generation,
             second: now.div_euclid(1_000_000_000),
             body: Bytes::from(body),
-            items: Arc::clone(&self.items),
+            sources: Arc::clone(&self.sources),
+            items: self.items.clone(),
         }
     }
 
@@ -250,7 +263,7 @@ impl Answer {
         let mut body = Vec::with_capacity(self.body.len() + 256);
         body.extend_from_slice(POD_LIST_JSON_HEAD);
         let mut items = Vec::with_capacity(self.items.len());
-        for (i, item) in self.items.iter().enumerate() {
+        for (i, (item, source)) in self.items.iter().zip(self.sources.iter()).enumerate() {
             if i > 0 {
                 body.push(b',');
             }
@@ -258,11 +271,16 @@ impl Answer {
             let old = &self.body[item.start..item.end];
             let (old_head, rest) = old.split_at(item.head);
             let (middle, old_tail) = rest.split_at(item.middle);
-            let (head, tail, source, timestamp) = if item.source.is_current() {
-                (old_head, old_tail, item.source.clone(), item.timestamp)
+            let (head, tail, publish, timestamp) = if source.is_current(item.publish) {
+                (old_head, old_tail, item.publish, item.timestamp)
             } else {
-                let (metrics, parts, source) = snapshot.pod_from_source(&item.source)?;
-                (parts.head, parts.tail, source, metrics.timestamp)
+                let served = snapshot.pod_from_source(source)?;
+                (
+                    served.parts.head,
+                    served.parts.tail,
+                    served.publish,
+                    served.metrics.timestamp,
+                )
             };
             body.extend_from_slice(head);
             let at = body.len() + TIMESTAMP_OFFSET;
@@ -270,7 +288,7 @@ impl Answer {
             body[at..at + TIMESTAMP_BYTES].copy_from_slice(&now_text);
             body.extend_from_slice(tail);
             items.push(Item {
-                source,
+                publish,
                 timestamp,
                 start,
                 end: body.len(),
@@ -284,6 +302,7 @@ impl Answer {
             index_generation: self.index_generation,
             second: now.div_euclid(1_000_000_000),
             body: Bytes::from(body),
+            sources: Arc::clone(&self.sources),
             items: items.into(),
         })
     }

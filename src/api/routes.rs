@@ -498,13 +498,29 @@ impl Router {
         now: UnixNanos,
         wire: Negotiated<'_>,
     ) -> Response<Body> {
+        let snapshot = self.store.snapshot();
+        let view = self.cluster.view();
+        // An HPA's query, a label selector in a namespace, is answered from the answer kept for
+        // it while that is current (its query parsed, and selected a short list, when it was
+        // kept), and kept when a walk finds it short.
+        let answer_key = match (namespace, wire.encoding, view.generation()) {
+            (Some(namespace), Encoding::Json, Some(generation)) => {
+                let key = AnswerCache::key(namespace, query);
+                if let Some(answer) = self.answers.current(&key, generation, &snapshot, now) {
+                    record_freshness(&self.telemetry, now, answer.timestamps());
+                    return wire.ok(answer.body());
+                }
+                Some((key, generation))
+            }
+            _ => None,
+        };
         let (labels, fields) = match selectors(query) {
             Ok(selectors) => selectors,
             Err(e) => return wire.status(400, "BadRequest", &e.to_string()),
         };
         let list = PodList {
-            snapshot: self.store.snapshot(),
-            view: self.cluster.view(),
+            snapshot,
+            view,
             telemetry: Arc::clone(&self.telemetry),
             namespace: namespace.map(str::to_owned),
             labels,
@@ -513,19 +529,7 @@ impl Router {
             now,
         };
         let examined = self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED);
-        // An HPA's query, a label selector in a namespace, is answered from the answer kept for
-        // it while that is current, and kept when a walk finds it short.
-        let answer_key = match (namespace, list.encoding, list.view.generation()) {
-            (Some(namespace), Encoding::Json, Some(generation)) if list.labels.is_some() => {
-                let key = AnswerCache::key(namespace, query);
-                if let Some(answer) = self.answers.current(&key, generation, &list.snapshot, now) {
-                    list.record_freshness(answer.timestamps());
-                    return wire.ok(answer.body());
-                }
-                Some((key, generation))
-            }
-            _ => None,
-        };
+        let answer_key = answer_key.filter(|_| list.labels.is_some());
         if let Some((key, generation)) = answer_key {
             match list.select_short_by_view(examined, self.off_thread_items) {
                 Some(Some(selected)) => {
@@ -536,7 +540,7 @@ impl Router {
                         selected.into_iter(),
                         now,
                     );
-                    list.record_freshness(answer.timestamps());
+                    record_freshness(&list.telemetry, now, answer.timestamps());
                     return wire.ok(answer.body());
                 }
                 Some(None) => return list.off_thread(wire),
@@ -774,15 +778,6 @@ impl PodList {
         }))
     }
 
-    /// Records the freshness of served items with these metrics timestamps.
-    fn record_freshness(&self, timestamps: impl Iterator<Item = UnixNanos>) {
-        let mut freshness = self.telemetry.freshness_batch();
-        for timestamp in timestamps {
-            freshness.observe(age_seconds(self.now, timestamp));
-        }
-        self.telemetry.record_freshness(&freshness);
-    }
-
     /// Whether the selectors select a served pod with these labels.
     fn matches(&self, metrics: &PodMetrics, pod_labels: &Labels) -> bool {
         self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
@@ -799,7 +794,7 @@ impl PodList {
             return by_view.map(|items| {
                 items
                     .into_iter()
-                    .map(|(metrics, parts, labels, _)| (metrics, parts, labels))
+                    .map(|(served, labels, _)| (served.metrics, served.parts, labels))
                     .collect()
             });
         }
@@ -863,13 +858,13 @@ impl PodList {
             {
                 continue;
             }
-            let Some((metrics, parts, source)) = pod.json_with_source() else {
+            let Some((served, source)) = pod.json_with_source() else {
                 continue;
             };
             if items.len() == selected {
                 return Some(None);
             }
-            items.push((metrics, parts, pod_labels, source));
+            items.push((served, pod_labels, source));
         }
         Some(Some(items))
     }
@@ -958,6 +953,19 @@ where
 
 /// One selected pod of a list: its metrics, cached JSON parts and labels.
 type PodItem<'s> = (&'s PodMetrics, render::PodItemParts<'s>, &'s Labels);
+
+/// Records the freshness at `now` of served items with these metrics timestamps.
+fn record_freshness(
+    telemetry: &Telemetry,
+    now: UnixNanos,
+    timestamps: impl Iterator<Item = UnixNanos>,
+) {
+    let mut freshness = telemetry.freshness_batch();
+    for timestamp in timestamps {
+        freshness.observe(age_seconds(now, timestamp));
+    }
+    telemetry.record_freshness(&freshness);
+}
 
 /// How old a point is at `now`, in seconds, as the freshness histogram takes it.
 fn age_seconds(now: UnixNanos, timestamp: UnixNanos) -> f64 {

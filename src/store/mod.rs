@@ -36,7 +36,7 @@ use dashmap::DashMap;
 use crate::model::{Name, NodeScrape, PodNames, UnixNanos};
 
 pub use points::RateError;
-pub use snapshot::{IndexedPod, PodSource, Snapshot};
+pub use snapshot::{IndexedPod, PodSource, ServedPod, Snapshot};
 
 use snapshot::{publish, SnapshotCell};
 use state::NodeState;

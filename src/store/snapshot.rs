@@ -64,15 +64,27 @@ pub(crate) struct EntryStamp {
     pub(crate) seq: u64,
 }
 
-/// Where a served pod came from: its node's entry and its slot there, to tell cheaply whether
-/// the pod's metrics changed since, and to fetch them again without a search of the index.
+/// Where a served pod comes from: its node, its slot in the node's entry, and where the node
+/// announces its publishes. With the number of the publish a reader took the pod from, this
+/// tells cheaply whether the pod's metrics changed since, and fetches them again without a
+/// search of the index.
 #[derive(Clone, Debug)]
 pub struct PodSource {
     namespace: Name,
     name: Name,
     node: Name,
     slot: u32,
-    stamp: EntryStamp,
+    latest: Arc<AtomicU64>,
+}
+
+/// A served pod as one publish of its node holds it.
+#[derive(Clone, Copy)]
+pub struct ServedPod<'s> {
+    pub metrics: &'s PodMetrics,
+    /// Its JSON list-item parts (see [`pod_item_parts`]).
+    pub parts: PodItemParts<'s>,
+    /// The number of the node's publish it was taken from.
+    pub publish: u64,
 }
 
 /// Every pod of an entry rendered by [`pod_item_parts`], back to back.
@@ -256,25 +268,25 @@ impl Snapshot {
         self.index_generation
     }
 
-    /// A pod as its node's entry serves it now, given where it was served from: its metrics,
-    /// JSON list-item parts and current source. `None` if that node's entry no longer holds the
-    /// pod at that slot (the index changed since).
-    pub fn pod_from_source(
-        &self,
-        source: &PodSource,
-    ) -> Option<(&PodMetrics, PodItemParts<'_>, PodSource)> {
+    /// A pod as its node's entry serves it now, given where it was served from. `None` if that
+    /// node's entry no longer holds the pod at that slot (the index changed since), or is not
+    /// the same node's any more.
+    pub fn pod_from_source(&self, source: &PodSource) -> Option<ServedPod<'_>> {
         let entry = self.nodes.get(&*source.node)?;
         let i = usize::try_from(source.slot).ok()?;
         let pod = entry.pods.get(i)?;
-        if !(same_str(&pod.namespace, &source.namespace) && same_str(&pod.name, &source.name)) {
+        if !(same_str(&pod.namespace, &source.namespace)
+            && same_str(&pod.name, &source.name)
+            && Arc::ptr_eq(&entry.stamp.latest, &source.latest))
+        {
             return None;
         }
         let (metrics, parts) = entry.pod_json(i)?;
-        let source = PodSource {
-            stamp: entry.stamp.clone(),
-            ..source.clone()
-        };
-        Some((metrics, parts, source))
+        Some(ServedPod {
+            metrics,
+            parts,
+            publish: entry.stamp.seq,
+        })
     }
 
     /// At least one node and one pod are servable.
@@ -548,7 +560,7 @@ impl<'s> IndexedPod<'s> {
     }
 
     /// As [`IndexedPod::json`], with where the pod is served from.
-    pub fn json_with_source(&self) -> Option<(&'s PodMetrics, PodItemParts<'s>, PodSource)> {
+    pub fn json_with_source(&self) -> Option<(ServedPod<'s>, PodSource)> {
         let entry = self.nodes.get(&*self.owner.node)?;
         let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
         let (metrics, parts) = entry.pod_json(i)?;
@@ -557,9 +569,14 @@ impl<'s> IndexedPod<'s> {
             name: self.key.name.clone(),
             node: self.owner.node.clone(),
             slot: slot(i),
-            stamp: entry.stamp.clone(),
+            latest: Arc::clone(&entry.stamp.latest),
         };
-        Some((metrics, parts, source))
+        let served = ServedPod {
+            metrics,
+            parts,
+            publish: entry.stamp.seq,
+        };
+        Some((served, source))
     }
 }
 
@@ -575,20 +592,15 @@ impl EntryStamp {
     pub(crate) fn announce(&self, seq: u64) {
         self.latest.store(seq, AtomicOrdering::Release);
     }
-
-    /// The entry is still the node's latest publish.
-    fn is_latest(&self) -> bool {
-        self.latest.load(AtomicOrdering::Acquire) == self.seq
-    }
 }
 
 // === impl PodSource ===
 
 impl PodSource {
-    /// The pod's metrics are still what its node served when this source was taken (its node
-    /// has published nothing since). One atomic load.
-    pub fn is_current(&self) -> bool {
-        self.stamp.is_latest()
+    /// Publish `publish` of the pod's node is still its latest: the pod's metrics are what they
+    /// were when taken from it. One atomic load.
+    pub fn is_current(&self, publish: u64) -> bool {
+        self.latest.load(AtomicOrdering::Acquire) == publish
     }
 }
 
