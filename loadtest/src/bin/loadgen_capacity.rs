@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         label: "hpa-like".to_owned(),
         spec,
         paths: paths.clone(),
+        schedule_restart: None,
     };
     let target: Target = nginx_target(nginx.addr, None);
     let began = Instant::now();

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,11 @@ pub struct Stream {
     pub label: String,
     pub spec: ShapeSpec,
     pub paths: Vec<String>,
+    /// When the measured window opens, if the run has a warm-up. An open-loop schedule starts
+    /// over then: requests that fell due during warm-up and are still unsent (the server fell
+    /// behind while it warmed up) are dropped and counted, not carried into the window, whose
+    /// latencies then show how the server keeps up with the rate from there on.
+    pub schedule_restart: Option<Instant>,
 }
 
 impl Stream {
@@ -113,6 +119,7 @@ impl Stream {
             label: spec.label(),
             spec: spec.clone(),
             paths,
+            schedule_restart: None,
         }
     }
 }
@@ -163,6 +170,9 @@ pub struct StreamResult {
     pub seconds: Vec<Second>,
     /// The first few distinct failures, for the report.
     pub sample_errors: Vec<String>,
+    /// Requests due during warm-up and still unsent when the window opened, dropped by the
+    /// schedule's restart (see [`Stream::schedule_restart`]).
+    pub dropped_at_window: u64,
 }
 
 /// Figures over a window of seconds.
@@ -448,6 +458,7 @@ struct Shared {
     /// std Mutex, not tokio's: sections only add histograms and never await.
     seconds: Mutex<Vec<Second>>,
     errors: Mutex<Vec<String>>,
+    dropped_at_window: AtomicU64,
 }
 
 impl Shared {
@@ -567,7 +578,9 @@ pub async fn run_stream(
     let shared = Arc::new(Shared {
         seconds: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
+        dropped_at_window: AtomicU64::new(0),
     });
+    let restart = stream.schedule_restart;
     let concurrency = stream.spec.concurrency.max(1);
     let connections = match protocol {
         Protocol::H2 => stream.spec.connections.unwrap_or(1).clamp(1, concurrency),
@@ -603,6 +616,7 @@ pub async fn run_stream(
                         path_step: connections as usize,
                         cap: cap.max(1) as usize,
                         schedule,
+                        restart,
                         dialer: dialer.clone(),
                         prepared: prepared.clone(),
                         shared: drivers_shared.clone(),
@@ -627,6 +641,7 @@ pub async fn run_stream(
         label: stream.label,
         seconds,
         sample_errors,
+        dropped_at_window: shared.dropped_at_window.load(Ordering::Relaxed),
     })
 }
 
@@ -637,6 +652,21 @@ struct Schedule {
     period: Duration,
 }
 
+impl Schedule {
+    /// Where a schedule whose next request is due at `due` goes on from `at`: the first due
+    /// instant at or after `at` in the same phase, and how many due instants were skipped.
+    fn restarted(self, due: Instant, at: Instant) -> (Instant, u64) {
+        if due >= at || self.period.is_zero() {
+            return (due, 0);
+        }
+        let behind = at.duration_since(due).as_nanos();
+        let period = self.period.as_nanos();
+        let skipped = behind.div_ceil(period);
+        let step = u32::try_from(skipped).unwrap_or(u32::MAX);
+        (due + self.period * step, u64::from(step))
+    }
+}
+
 /// One connection's share of a stream.
 struct Driver {
     first_path: usize,
@@ -645,6 +675,8 @@ struct Driver {
     cap: usize,
     /// `None`: closed loop.
     schedule: Option<Schedule>,
+    /// When the schedule starts over (see [`Stream::schedule_restart`]).
+    restart: Option<Instant>,
     dialer: Arc<Dialer>,
     prepared: Arc<Prepared>,
     shared: Arc<Shared>,
@@ -713,6 +745,7 @@ async fn drive(d: Driver) {
     let mut in_flight = FuturesUnordered::new();
     let mut n = d.first_path;
     let mut next_due = d.schedule.map(|s| s.first);
+    let mut restart = d.restart;
     loop {
         if d.stop.is_cancelled() {
             break;
@@ -752,6 +785,16 @@ async fn drive(d: Driver) {
         }
         // Send every request that is due, up to the cap.
         let now = Instant::now();
+        if let (Some(at), Some(schedule), Some(due)) = (restart, d.schedule, next_due) {
+            if now >= at {
+                restart = None;
+                let (next, dropped) = schedule.restarted(due, at);
+                next_due = Some(next);
+                d.shared
+                    .dropped_at_window
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
         while in_flight.len() < d.cap {
             let intended = match (next_due, d.schedule) {
                 (Some(due), Some(s)) if due <= now => {
@@ -835,6 +878,27 @@ async fn sleep_until_due(due: Option<Instant>) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_restarted_schedule_skips_what_fell_due_before_and_keeps_its_phase() {
+        let t = Instant::now();
+        let schedule = Schedule {
+            first: t,
+            period: Duration::from_millis(10),
+        };
+        // Behind by 95 ms: the requests due at t, t+10, ..., t+90 are dropped; t+100 is next.
+        let at = t + Duration::from_millis(95);
+        assert_eq!(
+            schedule.restarted(t, at),
+            (t + Duration::from_millis(100), 10)
+        );
+        // Due exactly at the restart: nothing is dropped.
+        let due = t + Duration::from_millis(95);
+        assert_eq!(schedule.restarted(due, at), (due, 0));
+        // Ahead of the restart: unchanged.
+        let ahead = t + Duration::from_millis(120);
+        assert_eq!(schedule.restarted(ahead, at), (ahead, 0));
+    }
+
     fn second(latencies_us: &[u64], errors: u64) -> Second {
         let mut s = Second::new().expect("histogram");
         for &l in latencies_us {
@@ -856,6 +920,7 @@ mod tests {
                 second(&[2_000], 1),
             ],
             sample_errors: vec![],
+            dropped_at_window: 0,
         };
         let w = r.window(1, 3);
         assert_eq!(w.ok, 100);

@@ -761,6 +761,13 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
             for e in &s.sample_errors {
                 let _ = writeln!(md, "\n- `{}` error: {}", s.label, e.replace('|', "/"));
             }
+            if s.dropped_at_window > 0 {
+                let _ = writeln!(
+                    md,
+                    "\n- `{}`: {} requests fell due during warm-up and were still unsent when the window opened; the schedule started over without them.",
+                    s.label, s.dropped_at_window
+                );
+            }
         }
     }
 
@@ -934,6 +941,7 @@ mod tests {
             label: label.into(),
             seconds: out,
             sample_errors: vec![],
+            dropped_at_window: 0,
         }
     }
 

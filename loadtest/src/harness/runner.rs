@@ -557,6 +557,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let catalogue = case_catalogue(case);
     for spec in &case.api.shapes {
         let mut stream = Stream::for_shape(spec, &catalogue);
+        if !case.run.warmup.is_zero() {
+            stream.schedule_restart = Some(began + case.run.warmup);
+        }
         if server.is_none() {
             stream.paths = vec!["/metrics/resource".to_owned()];
         }

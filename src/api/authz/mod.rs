@@ -12,7 +12,6 @@
 
 pub mod attributes;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
@@ -20,10 +19,9 @@ use k8s_openapi::api::authorization::v1::{
     SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
-use serde::Serialize;
 
 pub use self::attributes::{NonResourceAttributes, RequestAttributes, ResourceAttributes};
-use super::authn::cache::{bounded, digest, CacheLimits, ReviewCache, ReviewError};
+use super::authn::cache::{bounded, CacheLimits, ReviewCache, ReviewError};
 use super::authn::AuthenticatedUser;
 
 /// The group whose members are always allowed.
@@ -88,22 +86,6 @@ struct Verdict {
 pub struct DelegatedAuthorizer {
     client: kube::Client,
     cache: ReviewCache<Verdict>,
-}
-
-/// What is hashed into a cache key: everything the review's answer depends on.
-#[derive(Serialize)]
-struct CacheKey<'a> {
-    user: &'a str,
-    uid: &'a str,
-    groups: &'a [String],
-    extra: &'a BTreeMap<String, Vec<String>>,
-    attributes: AttributesKey<'a>,
-}
-
-#[derive(Serialize)]
-enum AttributesKey<'a> {
-    Resource([&'a str; 7]),
-    NonResource([&'a str; 2]),
 }
 
 // === impl DelegatedAuthorizer ===
@@ -182,29 +164,63 @@ impl DelegatedAuthorizer {
     }
 }
 
+/// The SHA-256 of everything the review's answer depends on: the user's name, uid, groups and
+/// extra, and the request's attributes. Each string is hashed after its length and each list
+/// after its count, so two different keys never feed the hash the same bytes.
 fn cache_key(user: &AuthenticatedUser, attrs: &RequestAttributes) -> [u8; 32] {
-    let attributes = match attrs {
-        RequestAttributes::Resource(r) => AttributesKey::Resource([
-            &r.verb,
-            &r.group,
-            &r.version,
-            &r.resource,
-            &r.subresource,
-            &r.namespace,
-            &r.name,
-        ]),
-        RequestAttributes::NonResource(n) => AttributesKey::NonResource([&n.path, &n.verb]),
-    };
-    let key = CacheKey {
-        user: &user.name,
-        uid: &user.uid,
-        groups: &user.groups,
-        extra: &user.extra,
-        attributes,
-    };
-    // Serializing plain strings, vectors and maps to JSON cannot fail; an empty key would only
-    // share one cache slot, never grant anything that was not reviewed for the same bytes.
-    digest(&serde_json::to_vec(&key).unwrap_or_default())
+    let mut hash = KeyHasher(ring::digest::Context::new(&ring::digest::SHA256));
+    hash.text(&user.name);
+    hash.text(&user.uid);
+    hash.count(user.groups.len());
+    for group in &user.groups {
+        hash.text(group);
+    }
+    hash.count(user.extra.len());
+    for (key, values) in &user.extra {
+        hash.text(key);
+        hash.count(values.len());
+        for value in values {
+            hash.text(value);
+        }
+    }
+    match attrs {
+        RequestAttributes::Resource(r) => {
+            hash.0.update(b"R");
+            for field in [
+                &r.verb,
+                &r.group,
+                &r.version,
+                &r.resource,
+                &r.subresource,
+                &r.namespace,
+                &r.name,
+            ] {
+                hash.text(field);
+            }
+        }
+        RequestAttributes::NonResource(n) => {
+            hash.0.update(b"N");
+            hash.text(&n.path);
+            hash.text(&n.verb);
+        }
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(hash.0.finish().as_ref());
+    key
+}
+
+/// Feeds [`cache_key`]'s fields to the hash, each after its length.
+struct KeyHasher(ring::digest::Context);
+
+impl KeyHasher {
+    fn count(&mut self, n: usize) {
+        self.0.update(&(n as u64).to_le_bytes());
+    }
+
+    fn text(&mut self, text: &str) {
+        self.count(text.len());
+        self.0.update(text.as_bytes());
+    }
 }
 
 fn review_for(user: &AuthenticatedUser, attrs: &RequestAttributes) -> SubjectAccessReview {
@@ -306,6 +322,8 @@ pub fn forbidden_message(user: &str, attrs: &RequestAttributes, reason: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use http::Method;
 
     #[test]
@@ -349,6 +367,54 @@ mod tests {
         assert_eq!(cache_key(&alice, &pods), cache_key(&alice.clone(), &pods));
         assert_ne!(cache_key(&alice, &pods), cache_key(&alice_b, &pods));
         assert_ne!(cache_key(&alice, &pods), cache_key(&alice, &nodes));
+    }
+
+    #[test]
+    fn cache_keys_differ_wherever_field_boundaries_move() {
+        let user =
+            |name: &str, uid: &str, groups: &[&str], extra: &[(&str, &[&str])]| AuthenticatedUser {
+                name: name.into(),
+                uid: uid.into(),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                extra: extra
+                    .iter()
+                    .map(|(k, vs)| {
+                        (
+                            (*k).to_owned(),
+                            vs.iter().map(|v| (*v).to_owned()).collect(),
+                        )
+                    })
+                    .collect(),
+            };
+        let pods =
+            RequestAttributes::from_request(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods");
+        let users = [
+            user("ab", "", &[], &[]),
+            user("a", "b", &[], &[]),
+            user("a", "", &["b"], &[]),
+            user("a", "", &["", "b"], &[]),
+            user("a", "", &[], &[("b", &[])]),
+            user("a", "", &[], &[("", &["b"])]),
+            user("a", "", &["b"], &[("c", &["d", "e"])]),
+            user("a", "", &["b"], &[("c", &["de"])]),
+            user("a", "", &["b"], &[("c", &["d"]), ("e", &[])]),
+        ];
+        let keys: std::collections::HashSet<_> =
+            users.iter().map(|u| cache_key(u, &pods)).collect();
+        assert_eq!(keys.len(), users.len());
+
+        let alice = user("alice", "", &[], &[]);
+        let in_ns = RequestAttributes::from_request(
+            &Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/ab/pods",
+        );
+        let non_resource = RequestAttributes::from_request(&Method::GET, "/healthz");
+        let other_path = RequestAttributes::from_request(&Method::GET, "/livez");
+        let keys: std::collections::HashSet<_> = [&pods, &in_ns, &non_resource, &other_path]
+            .into_iter()
+            .map(|attrs| cache_key(&alice, attrs))
+            .collect();
+        assert_eq!(keys.len(), 4);
     }
 
     #[test]
