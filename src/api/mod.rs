@@ -7,7 +7,6 @@ pub mod answers;
 pub mod auth;
 pub mod authn;
 pub mod authz;
-pub mod batched_io;
 pub mod body;
 pub mod discovery_docs;
 pub mod gofmt;

@@ -45,7 +45,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::authn::tls::AcceptAnyClientCert;
 use crate::api::authn::PeerCertificates;
-use crate::api::batched_io::BatchedWrites;
 use crate::api::routes::Router;
 use crate::config::{cipher_suite_support, TlsVersion};
 
@@ -458,9 +457,7 @@ pub async fn serve(
                         request.extensions_mut().insert(peer_certificates.clone());
                         async move { Ok::<_, Infallible>(router.handle(request).await) }
                     });
-                    // Answers finished close together leave in one write (see `batched_io`).
-                    let io = TokioIo::new(BatchedWrites::new(tls));
-                    let connection = builder.serve_connection(io, service).into_owned();
+                    let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, %error, "Connection ended with an error.");
                     }
