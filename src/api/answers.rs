@@ -35,8 +35,8 @@ pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
 
 /// `creationTimestamp`'s bytes: RFC 3339 in UTC, to the second.
 const TIMESTAMP_BYTES: usize = 20;
-/// Where the timestamp starts after an item's head: `,"creationTimestamp":"`.
-const TIMESTAMP_OFFSET: usize = 22;
+/// Where the timestamp starts after an item's head.
+const TIMESTAMP_OFFSET: usize = render::CREATION_TIMESTAMP_KEY.len();
 
 /// Answers by namespace and query.
 pub struct AnswerCache {

@@ -77,6 +77,9 @@ pub struct PodItemParts<'a> {
 /// holds the two to the same bytes): a list assembled from cached items starts with it.
 pub(crate) const POD_LIST_JSON_HEAD: &[u8] =
     br#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#;
+/// What precedes the request time in an item, right after its head (see
+/// [`creation_and_labels`]): a kept answer rewrites the 20 bytes that follow it.
+pub(crate) const CREATION_TIMESTAMP_KEY: &[u8] = br#","creationTimestamp":""#;
 /// How every JSON list closes.
 pub(crate) const LIST_JSON_TAIL: &[u8] = b"]}\n";
 
@@ -268,7 +271,7 @@ fn pod_tail(out: &mut Vec<u8>, metrics: &PodMetrics) {
 
 /// `"creationTimestamp":...,"labels":{...}}` closing the metadata object.
 pub(crate) fn creation_and_labels(out: &mut Vec<u8>, labels: &Labels, now: &[u8; 20]) {
-    out.extend_from_slice(br#","creationTimestamp":""#);
+    out.extend_from_slice(CREATION_TIMESTAMP_KEY);
     out.extend_from_slice(now);
     out.push(b'"');
     // Encoded once per label set (a workload's pods share one) and copied after that.
