@@ -343,6 +343,17 @@ mod tests {
         r
     }
 
+    /// A synced reflector with what it publishes to: the shared view and the targets channel.
+    fn synced_publisher() -> (
+        Reflector,
+        Shared,
+        watch::Sender<Targets>,
+        watch::Receiver<Targets>,
+    ) {
+        let (tx, rx) = watch::channel(Targets::default());
+        (synced_reflector(), Shared::default(), tx, rx)
+    }
+
     #[test]
     fn targets_wait_until_the_pods_are_listed_too() {
         let shared = Shared::default();
@@ -372,9 +383,7 @@ mod tests {
 
     #[test]
     fn a_pod_keeps_its_name_string_across_updates_and_relists() {
-        let shared = Shared::default();
-        let (tx, _rx) = watch::channel(Targets::default());
-        let mut r = synced_reflector();
+        let (mut r, shared, tx, _rx) = synced_publisher();
         r.handle(Update::Pod(Ok(Event::Apply(running_pod("ns", "a")))));
         r.publish(&shared, &tx);
         let (namespace, first) = shared.pod_names("ns", "a").expect("the pod is known");
@@ -417,9 +426,7 @@ mod tests {
 
     #[test]
     fn heartbeat_only_node_update_leaves_targets_and_view_untouched() {
-        let shared = Shared::default();
-        let (tx, mut rx) = watch::channel(Targets::default());
-        let mut r = synced_reflector();
+        let (mut r, shared, tx, mut rx) = synced_publisher();
         r.handle(Update::Node(Ok(Event::Apply(node("node-1", "10.0.0.1")))));
         r.publish(&shared, &tx);
         assert!(rx.has_changed().unwrap());
@@ -436,9 +443,7 @@ mod tests {
 
     #[test]
     fn label_change_publishes_a_view_but_not_targets() {
-        let shared = Shared::default();
-        let (tx, mut rx) = watch::channel(Targets::default());
-        let mut r = synced_reflector();
+        let (mut r, shared, tx, mut rx) = synced_publisher();
         r.handle(Update::Node(Ok(Event::Apply(node("node-1", "10.0.0.1")))));
         r.publish(&shared, &tx);
         rx.borrow_and_update();
@@ -453,9 +458,7 @@ mod tests {
 
     #[test]
     fn address_change_and_delete_update_targets() {
-        let shared = Shared::default();
-        let (tx, mut rx) = watch::channel(Targets::default());
-        let mut r = synced_reflector();
+        let (mut r, shared, tx, mut rx) = synced_publisher();
         r.handle(Update::Node(Ok(Event::Apply(node("node-1", "10.0.0.1")))));
         r.publish(&shared, &tx);
         assert_eq!(rx.borrow_and_update()["node-1"].host, "10.0.0.1");
@@ -469,9 +472,7 @@ mod tests {
 
     #[test]
     fn deleted_pod_disappears_from_the_next_view() {
-        let shared = Shared::default();
-        let (tx, _rx) = watch::channel(Targets::default());
-        let mut r = synced_reflector();
+        let (mut r, shared, tx, _rx) = synced_publisher();
         r.handle(Update::Pod(Ok(Event::Apply(running_pod("ns", "a")))));
         r.handle(Update::Pod(Ok(Event::Apply(running_pod("ns", "b")))));
         r.publish(&shared, &tx);
