@@ -118,6 +118,8 @@ pub struct Telemetry {
     manager_tick_duration: Histogram,
     api_metric_freshness: BatchHistogram,
     storage_points: Family<TypeLabel, Gauge>,
+    kept_answers: Gauge,
+    kept_answer_bytes: Gauge,
     /// Unix nanoseconds when collection last made progress, for `/livez`.
     last_collection: AtomicI64,
 }
@@ -140,6 +142,8 @@ impl Telemetry {
         let manager_tick_duration = request_duration_histogram();
         let api_metric_freshness = BatchHistogram::new(freshness_bounds());
         let storage_points = Family::<TypeLabel, Gauge>::default();
+        let kept_answers = Gauge::default();
+        let kept_answer_bytes = Gauge::default();
         registry.register(
             "metrics_server_kubelet_request_duration_seconds",
             "Duration of requests to the kubelet's resource metrics endpoint, by node",
@@ -170,6 +174,17 @@ impl Telemetry {
             "Points held in storage, by type",
             storage_points.clone(),
         );
+        // Not upstream's: what the kept HPA answers hold (see `api::answers`).
+        registry.register(
+            "metrics_server_api_kept_answers",
+            "JSON answers to namespaced label selections kept to be served again",
+            kept_answers.clone(),
+        );
+        registry.register(
+            "metrics_server_api_kept_answer_bytes",
+            "Body bytes held by kept answers",
+            kept_answer_bytes.clone(),
+        );
         Telemetry {
             registry,
             kubelet_request_duration,
@@ -178,6 +193,8 @@ impl Telemetry {
             manager_tick_duration,
             api_metric_freshness,
             storage_points,
+            kept_answers,
+            kept_answer_bytes,
             last_collection: AtomicI64::new(0),
         }
     }
@@ -230,6 +247,13 @@ impl Telemetry {
         if batch.observations.count > 0 {
             self.api_metric_freshness.record(&batch.observations);
         }
+    }
+
+    /// How many answers are kept and the bytes of their bodies.
+    pub fn kept_answers(&self, answers: usize, bytes: usize) {
+        let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        self.kept_answers.set(gauge(answers));
+        self.kept_answer_bytes.set(gauge(bytes));
     }
 
     pub fn storage_points(&self, nodes: u64, containers: u64) {

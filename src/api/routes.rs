@@ -640,6 +640,8 @@ impl Router {
             snapshot.node_count() as u64,
             snapshot.container_count() as u64,
         );
+        self.telemetry
+            .kept_answers(self.answers.len(), self.answers.held_bytes());
         // Encoded on the blocking pool: with a histogram per node it takes a large cluster's
         // server tens of milliseconds (~0.1 s at 10,000 nodes), which an API worker must not
         // spend while small requests wait behind it.
@@ -1700,6 +1702,29 @@ mod tests {
         );
         assert_eq!(protobuf.status(), 200);
         assert!(keeping.router.answers.is_empty());
+    }
+
+    #[test]
+    fn self_metrics_count_the_kept_answers_and_their_bytes() {
+        let (_store, keeping, _walking) = keeping_and_walking();
+        let (_, before) = keeping.get("/metrics");
+        assert!(
+            before.contains("metrics_server_api_kept_answers 0"),
+            "{before}"
+        );
+        let (_, answer) = keeping.get_at(WEB_PODS, WITH_APP, T0 + 10 * SECOND);
+        let (_, after) = keeping.get("/metrics");
+        assert!(
+            after.contains("metrics_server_api_kept_answers 1"),
+            "{after}"
+        );
+        assert!(
+            after.contains(&format!(
+                "metrics_server_api_kept_answer_bytes {}",
+                answer.len()
+            )),
+            "{after}"
+        );
     }
 
     #[test]
