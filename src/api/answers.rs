@@ -120,7 +120,7 @@ impl AnswerCache {
         {
             return None;
         }
-        let second = now.div_euclid(1_000_000_000);
+        let second = second_of(now);
         let stale = kept
             .items
             .iter()
@@ -134,7 +134,7 @@ impl AnswerCache {
         } else {
             kept.restamped(now)
         });
-        self.keep(key, Arc::clone(&next));
+        self.keep(key.into(), Arc::clone(&next));
         Some(next)
     }
 
@@ -175,12 +175,12 @@ impl AnswerCache {
         let answer = Arc::new(Answer {
             view_generation,
             index_generation: snapshot.index_generation(),
-            second: now.div_euclid(1_000_000_000),
+            second: second_of(now),
             body: Bytes::from(body),
             sources: sources.into(),
             items: items.into(),
         });
-        self.keep(&key, Arc::clone(&answer));
+        self.keep(key.into_boxed_str(), Arc::clone(&answer));
         answer
     }
 
@@ -198,7 +198,7 @@ impl AnswerCache {
         self.held.load(Ordering::Relaxed)
     }
 
-    fn keep(&self, key: &str, answer: Arc<Answer>) {
+    fn keep(&self, key: Box<str>, answer: Arc<Answer>) {
         let bytes = answer.body.len();
         if bytes > self.budget {
             return;
@@ -207,7 +207,7 @@ impl AnswerCache {
             self.evict_half();
         }
         self.held.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(old) = self.answers.insert(key.into(), answer) {
+        if let Some(old) = self.answers.insert(key, answer) {
             self.held.fetch_sub(old.body.len(), Ordering::Relaxed);
         }
     }
@@ -249,7 +249,7 @@ impl Answer {
         Answer {
             view_generation: self.view_generation,
             index_generation: self.index_generation,
-            second: now.div_euclid(1_000_000_000),
+            second: second_of(now),
             body: Bytes::from(body),
             sources: Arc::clone(&self.sources),
             items: self.items.clone(),
@@ -300,10 +300,15 @@ impl Answer {
         Some(Answer {
             view_generation: self.view_generation,
             index_generation: self.index_generation,
-            second: now.div_euclid(1_000_000_000),
+            second: second_of(now),
             body: Bytes::from(body),
             sources: Arc::clone(&self.sources),
             items: items.into(),
         })
     }
+}
+
+/// The whole second of `now`, which an answer's `creationTimestamp` shows.
+fn second_of(now: UnixNanos) -> i64 {
+    now.div_euclid(1_000_000_000)
 }

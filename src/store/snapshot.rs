@@ -208,7 +208,7 @@ impl Snapshot {
     }
 
     /// One namespace's pods sorted by name, each looked up in its node's entry only when asked
-    /// (see [`IndexedPod::json`]).
+    /// (see [`IndexedPod::json_with_source`]).
     pub fn indexed_pods_in_namespace(
         &self,
         namespace: &str,
@@ -346,7 +346,6 @@ impl Snapshot {
         let old_pods = old.as_deref().map_or(&[][..], |e| &e.pods[..]);
         let new_pods = entry.map_or(&[][..], |e| &e.pods[..]);
 
-        let index_before = next.index_generation;
         let mut index_changed = false;
         let (mut i, mut j) = (0, 0);
         while i < old_pods.len() || j < new_pods.len() {
@@ -410,7 +409,7 @@ impl Snapshot {
         // it first cannot underflow.
         next.node_count = next.node_count - old_node + new_node;
         next.container_count = next.container_count - old_containers + new_containers;
-        next.index_generation = index_before + u64::from(index_changed);
+        next.index_generation += u64::from(index_changed);
         next
     }
 }
@@ -552,14 +551,8 @@ impl<'s> IndexedPod<'s> {
         &self.key.name
     }
 
-    /// The pod's metrics and JSON list-item parts, from its node's entry.
-    pub fn json(&self) -> Option<(&'s PodMetrics, PodItemParts<'s>)> {
-        let entry = self.nodes.get(&*self.owner.node)?;
-        let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
-        entry.pod_json(i)
-    }
-
-    /// As [`IndexedPod::json`], with where the pod is served from.
+    /// The pod's metrics and JSON list-item parts, from its node's entry, with where the pod is
+    /// served from.
     pub fn json_with_source(&self) -> Option<(ServedPod<'s>, PodSource)> {
         let entry = self.nodes.get(&*self.owner.node)?;
         let i = entry.pod_index(&self.key.namespace, &self.key.name, self.owner.slot)?;
@@ -583,11 +576,6 @@ impl<'s> IndexedPod<'s> {
 // === impl EntryStamp ===
 
 impl EntryStamp {
-    /// A new node's: nothing published yet.
-    pub(crate) fn first() -> Self {
-        EntryStamp::default()
-    }
-
     /// Announces that the snapshot holding publish `seq` is installed.
     pub(crate) fn announce(&self, seq: u64) {
         self.latest.store(seq, AtomicOrdering::Release);

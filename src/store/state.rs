@@ -67,7 +67,7 @@ impl NodeState {
             spare: None,
             published: None,
             positions: Vec::new(),
-            stamp: EntryStamp::first(),
+            stamp: EntryStamp::default(),
         }
     }
 
