@@ -1,11 +1,13 @@
-//! Rendered answers to namespaced pod selections (an HPA's query), kept between requests.
+//! Rendered answers to namespaced pod selections (an HPA's query) and to the whole pod list,
+//! kept between requests.
 //!
 //! An HPA controller asks for the same workload's pods again and again: one namespace, one
 //! label selector. Finding them means walking the namespace in the discovery view and in the
 //! store's index, and gathering each selected pod's cached JSON from its node's entry: cache
-//! misses all along, most of an HPA request's cost in a large cluster. This module keeps each
-//! such answer's JSON body, with where each pod's part came from, and serves it again while it
-//! is provably what a fresh walk would render:
+//! misses all along, most of an HPA request's cost in a large cluster. The whole pod list
+//! (`kubectl top pods -A`, dashboards, autoscalers' recommenders) is that walk over every pod.
+//! This module keeps each such answer's JSON body, with where each pod's part came from, and
+//! serves it again while it is provably what a fresh walk would render:
 //!
 //! - the discovery view is the same one (same generation): same pods, phases and labels;
 //! - the store's pod index is unchanged: every pod is served by the same node, at the same slot
@@ -15,7 +17,10 @@
 //!   rewritten in place when the second changes: it always takes 20 bytes.
 //!
 //! Only JSON answers are kept. The cache is bounded by the bytes of the bodies it holds; past
-//! its budget, about half of the answers are dropped.
+//! its budget, about half of the answers are dropped. No answer larger than a
+//! [`MAX_SHARE`]th of the budget is kept, so the whole list of a large cluster (tens of MB, most
+//! of its pods changed by the time it is asked again) neither crowds the selections out nor
+//! holds memory for nothing; it is walked each time, as before.
 //!
 //! Reads only snapshots and views handed to it; never the store's writer side.
 
@@ -32,6 +37,9 @@ use crate::store::{PodSource, ServedPod, Snapshot};
 
 /// The bytes of answer bodies kept at most.
 pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
+
+/// No answer larger than this share of the budget is kept (a quarter).
+pub const MAX_SHARE: usize = 4;
 
 /// `creationTimestamp`'s bytes: RFC 3339 in UTC, to the second.
 const TIMESTAMP_BYTES: usize = 20;
@@ -102,6 +110,18 @@ impl AnswerCache {
         key.push('?');
         key.push_str(query);
         key
+    }
+
+    /// The key of the whole pod list's answer. It holds no namespace (no namespace's key is
+    /// empty before its `?`) and no query: without selectors, nothing in the query changes the
+    /// list.
+    pub fn whole_list_key() -> &'static str {
+        "?"
+    }
+
+    /// Whether an answer of about `bytes` would be kept.
+    pub fn may_keep(&self, bytes: usize) -> bool {
+        bytes <= self.budget / MAX_SHARE
     }
 
     /// The answer kept under `key`, brought up to `snapshot` and `now`, if it is still what a
@@ -200,7 +220,7 @@ impl AnswerCache {
 
     fn keep(&self, key: Box<str>, answer: Arc<Answer>) {
         let bytes = answer.body.len();
-        if bytes > self.budget {
+        if !self.may_keep(bytes) {
             return;
         }
         if self.held.load(Ordering::Relaxed) + bytes > self.budget {

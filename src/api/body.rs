@@ -165,6 +165,18 @@ impl Chunks {
         !self.closed
     }
 
+    /// Hands `bytes` over as they are, after whatever the buffer holds: a body rendered
+    /// elsewhere (a kept answer) goes out without a copy. Without a client (rendering inline),
+    /// they are appended to the buffer.
+    pub fn hand_over(&mut self, bytes: Bytes) {
+        if self.sender.is_none() {
+            self.buffer.extend_from_slice(&bytes);
+            return;
+        }
+        self.send(Vec::new());
+        self.send_bytes(bytes);
+    }
+
     /// Hands over what is left; the body ends when `self` is dropped.
     fn finish(mut self) -> Vec<u8> {
         if self.sender.is_some() {
@@ -174,16 +186,24 @@ impl Chunks {
     }
 
     fn send(&mut self, next: Vec<u8>) {
+        if self.sender.is_none() {
+            // Rendering inline: everything stays in the buffer.
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.buffer, next);
+        self.send_bytes(Bytes::from(chunk));
+    }
+
+    fn send_bytes(&mut self, chunk: Bytes) {
         let Some(sender) = &self.sender else {
             return;
         };
-        let chunk = std::mem::replace(&mut self.buffer, next);
         if self.closed || chunk.is_empty() {
             return;
         }
         // Only ever called on the blocking pool (see `render_off_thread`), where waiting is
         // allowed.
-        if sender.blocking_send(Bytes::from(chunk)).is_err() {
+        if sender.blocking_send(chunk).is_err() {
             self.closed = true;
         }
     }

@@ -42,7 +42,7 @@ use crate::api::selector::{FieldSelector, LabelSelector, SelectorError};
 use crate::api::table::{self, IncludeObject};
 use crate::discovery::{ClusterView, DiscoveryHandle, PodInfo};
 use crate::model::{pod_key_order, Labels, NodeMetrics, PodMetrics, UnixNanos};
-use crate::store::{Snapshot, Store};
+use crate::store::{IndexedPod, Snapshot, Store};
 use crate::telemetry::Telemetry;
 
 /// The response body type every handler returns.
@@ -149,8 +149,9 @@ pub struct Router {
     shutting_down: Arc<AtomicBool>,
     /// Lists expected to be longer than this are rendered off the I/O workers.
     off_thread_items: usize,
-    /// JSON answers to namespaced label selections, served again while still current.
-    answers: AnswerCache,
+    /// JSON answers to namespaced label selections and to the whole pod list, served again
+    /// while still current.
+    answers: Arc<AnswerCache>,
 }
 
 /// The request headers the handlers read.
@@ -256,7 +257,7 @@ impl Router {
             health,
             shutting_down: Arc::new(AtomicBool::new(false)),
             off_thread_items: OFF_THREAD_ITEMS,
-            answers: AnswerCache::default(),
+            answers: Arc::new(AnswerCache::default()),
         }
     }
 
@@ -529,9 +530,21 @@ impl Router {
             now,
         };
         let examined = self.off_thread_items.saturating_mul(EXAMINED_PER_SELECTED);
+        let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
+        if whole && list.encoding == Encoding::Json {
+            if let Some(generation) = list.view.generation() {
+                let expected = list
+                    .snapshot
+                    .pod_count()
+                    .saturating_mul(PodList::ITEM_BYTES);
+                if self.answers.may_keep(expected) {
+                    return list.whole_kept(Arc::clone(&self.answers), generation, wire);
+                }
+            }
+        }
         let answer_key = answer_key.filter(|_| list.labels.is_some());
         if let Some((key, generation)) = answer_key {
-            match list.select_short_by_view(examined, self.off_thread_items) {
+            match list.select_by_view(examined, self.off_thread_items) {
                 Some(Some(selected)) => {
                     let answer = self.answers.insert(
                         key,
@@ -550,7 +563,6 @@ impl Router {
         // Whether the list is short is known from the snapshot's count when nothing narrows it;
         // otherwise from a walk that selects here, and gives up (the list is long) once it has
         // examined too many pods or selected too many.
-        let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
         let short = if whole {
             (list.snapshot.pod_count() <= self.off_thread_items).then(Vec::new)
         } else {
@@ -772,6 +784,37 @@ impl PodList {
         }))
     }
 
+    /// The whole JSON list, served from the answer kept for it while that is current, and kept
+    /// when walked. Found (and refreshed, or walked) on the blocking pool when the cluster's
+    /// pods make it long; the body is then handed over whole, without a copy.
+    fn whole_kept(
+        self,
+        answers: Arc<AnswerCache>,
+        generation: u64,
+        wire: Negotiated<'_>,
+    ) -> Response<Body> {
+        let expected = self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES);
+        wire.ok(body::render_off_thread(expected, move |chunks| {
+            let key = AnswerCache::whole_list_key();
+            let answer = match answers.current(key, generation, &self.snapshot, self.now) {
+                Some(answer) => answer,
+                None => match self.select_by_view(usize::MAX, usize::MAX) {
+                    Some(Some(selected)) => answers.insert(
+                        key.to_owned(),
+                        generation,
+                        &self.snapshot,
+                        selected.into_iter(),
+                        self.now,
+                    ),
+                    // The view cannot walk in order: rendered as any long list is.
+                    _ => return self.render_chunked(chunks),
+                },
+            };
+            record_freshness(&self.telemetry, self.now, answer.timestamps());
+            chunks.hand_over(answer.body());
+        }))
+    }
+
     /// The list rendered on the blocking pool and streamed.
     fn off_thread(self, wire: Negotiated<'_>) -> Response<Body> {
         let expected = self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES);
@@ -782,17 +825,25 @@ impl PodList {
 
     /// Whether the selectors select a served pod with these labels.
     fn matches(&self, metrics: &PodMetrics, pod_labels: &Labels) -> bool {
+        self.matches_names(&metrics.namespace, &metrics.name, pod_labels)
+    }
+
+    /// Whether the selectors select the pod so named, with these labels.
+    fn matches_names(&self, namespace: &str, name: &str, pod_labels: &Labels) -> bool {
         self.labels.as_ref().is_none_or(|s| s.matches(pod_labels))
             && self
                 .fields
                 .as_ref()
-                .is_none_or(|s| s.matches(Some(&metrics.namespace), &metrics.name))
+                .is_none_or(|s| s.matches(Some(namespace), name))
     }
 
     /// The selected pods, if the walk ends having examined at most `examined` pods and
     /// selected at most `selected`.
     fn select_short(&self, examined: usize, selected: usize) -> Option<Vec<PodItem<'_>>> {
-        if let Some(by_view) = self.select_short_by_view(examined, selected) {
+        let by_view = (self.namespace.is_some() && self.labels.is_some())
+            .then(|| self.select_by_view(examined, selected))
+            .flatten();
+        if let Some(by_view) = by_view {
             return by_view.map(|items| {
                 items
                     .into_iter()
@@ -815,35 +866,33 @@ impl PodList {
         Some(items)
     }
 
-    /// As [`PodList::select_short`] for a namespace with a label selector: the view's pods of the
-    /// namespace are joined, in name order, with the snapshot's index of the namespace, labels
-    /// are matched along the way, and only the selected pods are looked up in their nodes'
-    /// entries. Both walks hold the very same name strings (see [`crate::model::PodNames`]), so
-    /// the join compares pointers, where a lookup per selected pod would compare strings down
-    /// the whole index. Each item comes with where it is served from, for [`AnswerCache`].
-    /// `None` when that walk does not apply.
+    /// As [`PodList::select_short`], walking the view's Running pods (of the namespace, or of all
+    /// namespaces) joined, in order, with the snapshot's index: labels are matched along the
+    /// way, and only the selected pods are looked up in their nodes' entries. Both walks hold
+    /// the very same name strings (see [`crate::model::PodNames`]), so the join compares
+    /// pointers, where a lookup per selected pod would compare strings down the whole index.
+    /// Each item comes with where it is served from, for [`AnswerCache`]. `None` when the view
+    /// cannot walk in order.
     #[allow(clippy::option_option)]
-    fn select_short_by_view(
+    fn select_by_view(
         &self,
         examined: usize,
         selected: usize,
     ) -> Option<Option<Vec<answers::Selected<'_>>>> {
-        let (Some(namespace), Some(labels)) = (&self.namespace, &self.labels) else {
-            return None;
+        let view_pods = self.view.running_pods_sorted(self.namespace.as_deref())?;
+        let indexed: Box<dyn Iterator<Item = IndexedPod<'_>> + '_> = match &self.namespace {
+            Some(namespace) => Box::new(self.snapshot.indexed_pods_in_namespace(namespace)),
+            None => Box::new(self.snapshot.indexed_pods()),
         };
-        let view_pods = self.view.running_pods_sorted(Some(namespace))?;
-        let mut indexed = self
-            .snapshot
-            .indexed_pods_in_namespace(namespace)
-            .peekable();
+        let mut indexed = indexed.peekable();
         let mut items = Vec::new();
-        for (seen, (view_namespace, name, pod_labels)) in view_pods.enumerate() {
+        for (seen, (namespace, name, pod_labels)) in view_pods.enumerate() {
             if seen >= examined {
                 return Some(None);
             }
             // The index's pods ordered before this one are not Running or not known to the
             // view: not listed. Past the index's last pod, nothing more can be.
-            let Some(served) = join_step(&mut indexed, (view_namespace, name), |pod| {
+            let Some(served) = join_step(&mut indexed, (namespace, name), |pod| {
                 (pod.namespace(), pod.name())
             }) else {
                 return Some(Some(items));
@@ -852,12 +901,7 @@ impl PodList {
             let Some(pod) = served else {
                 continue;
             };
-            if !labels.matches(pod_labels)
-                || self
-                    .fields
-                    .as_ref()
-                    .is_some_and(|s| !s.matches(Some(namespace), name))
-            {
+            if !self.matches_names(namespace, name, pod_labels) {
                 continue;
             }
             let Some((served, source)) = pod.json_with_source() else {
@@ -1675,6 +1719,105 @@ mod tests {
         assert_eq!(names(&both(now)), Vec::<String>::new());
     }
 
+    const ALL_PODS: &str = "/apis/metrics.k8s.io/v1beta1/pods";
+
+    #[test]
+    fn the_kept_whole_list_matches_a_fresh_walk_through_scrapes_removals_and_seconds() {
+        let (store, keeping, walking) = keeping_and_walking();
+        let both = |now: UnixNanos| {
+            let kept = keeping.get_at(ALL_PODS, "", now);
+            assert_eq!(kept, walking.get_at(ALL_PODS, "", now));
+            assert_eq!(kept.0, 200);
+            serde_json::from_str::<serde_json::Value>(&kept.1).unwrap()
+        };
+        let kept_whole = |now: UnixNanos| {
+            keeping
+                .router
+                .answers
+                .current(AnswerCache::whole_list_key(), 7, &store.snapshot(), now)
+        };
+        let now = T0 + 10 * SECOND;
+        let first = both(now);
+        assert_eq!(
+            names(&first),
+            ["kube-system/dns-1", "web/back-1", "web/front-1"]
+        );
+        assert_eq!(keeping.router.answers.len(), 1);
+        assert!(walking.router.answers.is_empty());
+        let again = kept_whole(now).unwrap();
+        assert!(Arc::ptr_eq(&again, &kept_whole(now + SECOND / 2).unwrap()));
+        // Queries without selectors share the one answer.
+        assert_eq!(both(now), first);
+        assert_eq!(
+            keeping.get_at(ALL_PODS, "labelSelector=&limit=5", now),
+            walking.get_at(ALL_PODS, "labelSelector=&limit=5", now)
+        );
+        assert_eq!(keeping.router.answers.len(), 1);
+
+        // The next second, then a new point of node-a's.
+        assert_ne!(both(now + SECOND), first);
+        store.write_node(
+            &Name::from("node-a"),
+            &scrape(
+                T0 + 20 * SECOND,
+                130,
+                &[("web", "back-1"), ("web", "pending-1")],
+            ),
+            T0 + 20 * SECOND,
+        );
+        let now = T0 + 21 * SECOND;
+        assert!(kept_whole(now).is_some());
+        let refreshed = both(now);
+        assert_eq!(refreshed["items"][1]["timestamp"], "2026-05-28T20:27:00Z");
+        assert_eq!(
+            refreshed["items"][0]["containers"],
+            first["items"][0]["containers"]
+        );
+
+        // Pods gaining metrics, leaving the index, a node going: walked again each time.
+        store.write_node(
+            &Name::from("node-b"),
+            &scrape(
+                T0 + 30 * SECOND,
+                130,
+                &[
+                    ("web", "front-1"),
+                    ("web", "front-2"),
+                    ("kube-system", "dns-1"),
+                ],
+            ),
+            T0 + 30 * SECOND,
+        );
+        let now = T0 + 31 * SECOND;
+        both(now);
+        store.remove_pod("web", "back-1");
+        assert!(kept_whole(now).is_none());
+        both(now);
+        store.remove_node("node-b");
+        assert!(kept_whole(now).is_none());
+        assert_eq!(names(&both(now)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_whole_list_too_large_for_its_share_of_the_budget_is_walked_each_time() {
+        let (store, fixture) = cluster();
+        let mut h = harness(
+            store,
+            Fixture {
+                generation: Some(1),
+                ..fixture
+            },
+            None,
+        );
+        let (_, whole) = h.get_at(ALL_PODS, "", T0 + 10 * SECOND);
+        assert_eq!(h.router.answers.held_bytes(), whole.len());
+        // Budgets whose share is a little less than the list's estimate.
+        let estimate = h.router.store.snapshot().pod_count() * PodList::ITEM_BYTES;
+        h.router.answers = Arc::new(AnswerCache::with_budget(answers::MAX_SHARE * estimate - 1));
+        assert_eq!(h.get_at(ALL_PODS, "", T0 + 10 * SECOND).1, whole);
+        assert!(h.router.answers.is_empty());
+    }
+
     #[test]
     fn only_json_namespaced_selections_are_kept() {
         let (_store, keeping, _walking) = keeping_and_walking();
@@ -1750,13 +1893,13 @@ mod tests {
             },
             None,
         );
-        h.router.answers = AnswerCache::with_budget(3 * one);
+        h.router.answers = Arc::new(AnswerCache::with_budget(answers::MAX_SHARE * one));
         for i in 0..10 {
             let query = format!("{WITH_APP}&limit={i}");
             assert_eq!(h.get_at(WEB_PODS, &query, T0 + 10 * SECOND).0, 200);
-            assert!(h.router.answers.held_bytes() <= 3 * one);
+            assert!(h.router.answers.held_bytes() <= answers::MAX_SHARE * one);
         }
-        assert!((1..=3).contains(&h.router.answers.len()));
+        assert!((1..=answers::MAX_SHARE).contains(&h.router.answers.len()));
         assert_eq!(h.router.answers.held_bytes(), h.router.answers.len() * one);
     }
 
@@ -2220,6 +2363,38 @@ mod tests {
             collected(streamed.respond(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", "", now))
                 .await;
         assert!(all.len() > 2 * body::CHUNK_BYTES, "{}", all.len());
+
+        // A view with a generation: the whole list is kept, found on the blocking pool and
+        // handed over in one piece, the same bytes the first time and from the kept answer.
+        let kept = Router::new(
+            Arc::clone(&store),
+            Arc::new(FixedSource(Arc::new(Fixture {
+                generation: Some(3),
+                ..(*fixture).clone()
+            }))),
+            Arc::new(Telemetry::new()),
+            None,
+            Auth::default(),
+            HealthConfig {
+                resolution: Duration::from_secs(10),
+                startup_grace: Duration::from_secs(20),
+                started: T0,
+            },
+        )
+        .with_off_thread_items(10);
+        for _ in 0..2 {
+            let response = kept.respond(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", "", now);
+            assert!(response.body().is_streamed());
+            let (code, _, bytes) = collected(response).await;
+            assert_eq!(code, 200);
+            assert!(
+                bytes == all,
+                "{} bytes kept, {} walked",
+                bytes.len(),
+                all.len()
+            );
+            assert_eq!(kept.answers.len(), 1);
+        }
     }
 
     #[test]

@@ -221,6 +221,16 @@ impl Snapshot {
             })
     }
 
+    /// All pods sorted by namespace, then name, each looked up in its node's entry only when
+    /// asked (see [`IndexedPod::json_with_source`]).
+    pub fn indexed_pods(&self) -> impl Iterator<Item = IndexedPod<'_>> {
+        self.pod_owners.iter().map(|(key, owner)| IndexedPod {
+            nodes: &self.nodes,
+            key,
+            owner,
+        })
+    }
+
     /// The index entries of one namespace, in order.
     fn namespace_owners(&self, namespace: &str) -> impl Iterator<Item = (&PodKey, &PodOwner)> {
         // The iterator may borrow only `self`, so the range restarts from the first key of the
