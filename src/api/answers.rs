@@ -30,6 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::api::body::Body;
 use crate::api::gofmt;
 use crate::api::render::{self, LIST_JSON_TAIL, POD_LIST_JSON_HEAD};
 use crate::model::{Labels, UnixNanos};
@@ -55,12 +56,21 @@ pub struct AnswerCache {
 }
 
 /// One rendered answer and what it was rendered from.
+///
+/// The body is held in segments of about [`SEGMENT_BYTES`], each ending after an item: a
+/// refresh rebuilds only the segments holding a pod whose node published since and shares the
+/// rest with the answer before it, so a long list (the whole pod list), refreshed at nearly
+/// every read while its nodes publish, costs neither a copy of its body per read nor a body's
+/// worth of memory per response in flight.
 pub struct Answer {
     view_generation: u64,
     index_generation: u64,
-    /// The second `body`'s timestamps show.
+    /// The second `segments`' timestamps show.
     second: i64,
-    body: Bytes,
+    /// The body, in order.
+    segments: Arc<[Bytes]>,
+    /// The body's length.
+    bytes: usize,
     /// Where each pod comes from, in list order; shared by an answer's later renderings.
     sources: Arc<[PodSource]>,
     /// Each pod's part of this rendering, in list order.
@@ -74,12 +84,26 @@ struct Item {
     publish: u64,
     /// The metrics' timestamp, for the freshness histogram.
     timestamp: UnixNanos,
-    /// The item's bytes in the body, and its head's length (the timestamp follows the head).
+    /// The segment holding the item.
+    segment: usize,
+    /// The item's bytes in its segment, and its head's length (the timestamp follows the head).
     start: usize,
     end: usize,
     head: usize,
     /// The length of the creation timestamp and labels part, after the head.
     middle: usize,
+}
+
+/// A segment is closed after the item that brings it to this many bytes: a segment then goes
+/// out in one HTTP/2 frame of the usual 16 KiB at most.
+pub const SEGMENT_BYTES: usize = 15 * 1024;
+
+/// Builds an answer's body segment by segment, recording each item's place.
+struct SegmentWriter {
+    segments: Vec<Bytes>,
+    current: Vec<u8>,
+    bytes: usize,
+    items: Vec<Item>,
 }
 
 /// A selected pod, as the list walk gives it: what its node serves, its labels and its source.
@@ -140,20 +164,15 @@ impl AnswerCache {
         {
             return None;
         }
-        let second = second_of(now);
         let stale = kept
             .items
             .iter()
             .zip(kept.sources.iter())
             .any(|(item, source)| !source.is_current(item.publish));
-        if !stale && kept.second == second {
+        if !stale && kept.second == second_of(now) {
             return Some(kept);
         }
-        let next = Arc::new(if stale {
-            kept.refreshed(snapshot, now)?
-        } else {
-            kept.restamped(now)
-        });
+        let next = Arc::new(kept.refreshed(snapshot, now)?);
         self.keep(key.into(), Arc::clone(&next));
         Some(next)
     }
@@ -168,38 +187,34 @@ impl AnswerCache {
         now: UnixNanos,
     ) -> Arc<Answer> {
         let now_text = gofmt::rfc3339(now);
-        let mut body = Vec::with_capacity(POD_LIST_JSON_HEAD.len() + selected.len() * 512);
-        body.extend_from_slice(POD_LIST_JSON_HEAD);
-        let mut items = Vec::with_capacity(selected.len());
+        let mut out = SegmentWriter::new(selected.len());
+        out.current.extend_from_slice(POD_LIST_JSON_HEAD);
         let mut sources = Vec::with_capacity(selected.len());
         for (i, (served, labels, source)) in selected.enumerate() {
             if i > 0 {
-                body.push(b',');
+                out.current.push(b',');
             }
-            let start = body.len();
-            body.extend_from_slice(served.parts.head);
-            render::creation_and_labels(&mut body, labels, &now_text);
-            let middle = body.len() - start - served.parts.head.len();
-            body.extend_from_slice(served.parts.tail);
-            items.push(Item {
-                publish: served.publish,
-                timestamp: served.metrics.timestamp,
+            let start = out.current.len();
+            out.current.extend_from_slice(served.parts.head);
+            render::creation_and_labels(&mut out.current, labels, &now_text);
+            let middle = out.current.len() - start - served.parts.head.len();
+            out.current.extend_from_slice(served.parts.tail);
+            out.item(
+                served.publish,
+                served.metrics.timestamp,
                 start,
-                end: body.len(),
-                head: served.parts.head.len(),
+                served.parts.head.len(),
                 middle,
-            });
+            );
             sources.push(source);
         }
-        body.extend_from_slice(LIST_JSON_TAIL);
-        let answer = Arc::new(Answer {
+        out.current.extend_from_slice(LIST_JSON_TAIL);
+        let answer = Arc::new(out.finish(
             view_generation,
-            index_generation: snapshot.index_generation(),
-            second: second_of(now),
-            body: Bytes::from(body),
-            sources: sources.into(),
-            items: items.into(),
-        });
+            snapshot.index_generation(),
+            second_of(now),
+            sources.into(),
+        ));
         self.keep(key.into_boxed_str(), Arc::clone(&answer));
         answer
     }
@@ -219,7 +234,7 @@ impl AnswerCache {
     }
 
     fn keep(&self, key: Box<str>, answer: Arc<Answer>) {
-        let bytes = answer.body.len();
+        let bytes = answer.bytes;
         if !self.may_keep(bytes) {
             return;
         }
@@ -228,7 +243,7 @@ impl AnswerCache {
         }
         self.held.fetch_add(bytes, Ordering::Relaxed);
         if let Some(old) = self.answers.insert(key, answer) {
-            self.held.fetch_sub(old.body.len(), Ordering::Relaxed);
+            self.held.fetch_sub(old.bytes, Ordering::Relaxed);
         }
     }
 
@@ -238,7 +253,7 @@ impl AnswerCache {
         self.answers.retain(|_, answer| {
             keep = !keep;
             if !keep {
-                self.held.fetch_sub(answer.body.len(), Ordering::Relaxed);
+                self.held.fetch_sub(answer.bytes, Ordering::Relaxed);
             }
             keep
         });
@@ -248,9 +263,17 @@ impl AnswerCache {
 // === impl Answer ===
 
 impl Answer {
-    /// The JSON body.
-    pub fn body(&self) -> Bytes {
-        self.body.clone()
+    /// The JSON body, as a response body.
+    pub fn body(&self) -> Body {
+        match &*self.segments {
+            [one] => Body::from(one.clone()),
+            _ => Body::segments(Arc::clone(&self.segments)),
+        }
+    }
+
+    /// The JSON body's segments, in order.
+    pub fn segments(&self) -> &[Bytes] {
+        &self.segments
     }
 
     /// The served pods' metrics timestamps, in list order.
@@ -258,73 +281,147 @@ impl Answer {
         self.items.iter().map(|item| item.timestamp)
     }
 
-    /// This answer at `now`'s second: the same bytes with each timestamp rewritten.
-    fn restamped(&self, now: UnixNanos) -> Answer {
+    /// This answer at `now`'s second, with the pods whose nodes published since fetched again
+    /// from `snapshot`. Segments holding none of those are shared when the second is the same
+    /// and copied with their timestamps rewritten when it is not. `None` if a pod is no longer
+    /// where it was.
+    fn refreshed(&self, snapshot: &Snapshot, now: UnixNanos) -> Option<Answer> {
         let now_text = gofmt::rfc3339(now);
-        let mut body = self.body.to_vec();
-        for item in self.items.iter() {
-            let at = item.start + item.head + TIMESTAMP_OFFSET;
-            body[at..at + TIMESTAMP_BYTES].copy_from_slice(&now_text);
+        let restamp = second_of(now) != self.second;
+        let mut out = SegmentWriter::new(self.items.len());
+        let mut items = self.items.iter().zip(self.sources.iter()).peekable();
+        for (index, old) in self.segments.iter().enumerate() {
+            let mut segment = Vec::new();
+            while let Some((item, _)) = items.peek() {
+                if item.segment != index {
+                    break;
+                }
+                segment.push(items.next()?);
+            }
+            if !restamp
+                && segment
+                    .iter()
+                    .all(|(item, source)| source.is_current(item.publish))
+            {
+                out.share(old.clone(), segment.iter().map(|&(item, _)| *item));
+                continue;
+            }
+            // Rebuilt: what lies between items (the list's head, commas, its tail) is copied,
+            // each item rewritten.
+            let mut copied = 0;
+            for (item, source) in segment {
+                out.current.extend_from_slice(&old[copied..item.start]);
+                let start = out.current.len();
+                let old_item = &old[item.start..item.end];
+                let (old_head, rest) = old_item.split_at(item.head);
+                let (middle, old_tail) = rest.split_at(item.middle);
+                let (head, tail, publish, timestamp) = if source.is_current(item.publish) {
+                    (old_head, old_tail, item.publish, item.timestamp)
+                } else {
+                    let served = snapshot.pod_from_source(source)?;
+                    (
+                        served.parts.head,
+                        served.parts.tail,
+                        served.publish,
+                        served.metrics.timestamp,
+                    )
+                };
+                out.current.extend_from_slice(head);
+                let at = out.current.len() + TIMESTAMP_OFFSET;
+                out.current.extend_from_slice(middle);
+                out.current[at..at + TIMESTAMP_BYTES].copy_from_slice(&now_text);
+                out.current.extend_from_slice(tail);
+                out.item(publish, timestamp, start, head.len(), item.middle);
+                copied = item.end;
+            }
+            out.current.extend_from_slice(&old[copied..]);
+            out.cut();
         }
-        Answer {
-            view_generation: self.view_generation,
-            index_generation: self.index_generation,
-            second: second_of(now),
-            body: Bytes::from(body),
-            sources: Arc::clone(&self.sources),
-            items: self.items.clone(),
+        Some(out.finish(
+            self.view_generation,
+            self.index_generation,
+            second_of(now),
+            Arc::clone(&self.sources),
+        ))
+    }
+}
+
+// === impl SegmentWriter ===
+
+impl SegmentWriter {
+    fn new(items: usize) -> Self {
+        SegmentWriter {
+            segments: Vec::new(),
+            current: Vec::with_capacity(SEGMENT_BYTES + 1024),
+            bytes: 0,
+            items: Vec::with_capacity(items),
         }
     }
 
-    /// This answer with the pods whose nodes published since fetched again from `snapshot`, at
-    /// `now`'s second. `None` if one is no longer where it was.
-    fn refreshed(&self, snapshot: &Snapshot, now: UnixNanos) -> Option<Answer> {
-        let now_text = gofmt::rfc3339(now);
-        let mut body = Vec::with_capacity(self.body.len() + 256);
-        body.extend_from_slice(POD_LIST_JSON_HEAD);
-        let mut items = Vec::with_capacity(self.items.len());
-        for (i, (item, source)) in self.items.iter().zip(self.sources.iter()).enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            let start = body.len();
-            let old = &self.body[item.start..item.end];
-            let (old_head, rest) = old.split_at(item.head);
-            let (middle, old_tail) = rest.split_at(item.middle);
-            let (head, tail, publish, timestamp) = if source.is_current(item.publish) {
-                (old_head, old_tail, item.publish, item.timestamp)
-            } else {
-                let served = snapshot.pod_from_source(source)?;
-                (
-                    served.parts.head,
-                    served.parts.tail,
-                    served.publish,
-                    served.metrics.timestamp,
-                )
-            };
-            body.extend_from_slice(head);
-            let at = body.len() + TIMESTAMP_OFFSET;
-            body.extend_from_slice(middle);
-            body[at..at + TIMESTAMP_BYTES].copy_from_slice(&now_text);
-            body.extend_from_slice(tail);
-            items.push(Item {
-                publish,
-                timestamp,
-                start,
-                end: body.len(),
-                head: head.len(),
-                middle: item.middle,
-            });
+    /// Records an item just written to the current segment from `start`, and closes the
+    /// segment if it is full.
+    fn item(
+        &mut self,
+        publish: u64,
+        timestamp: UnixNanos,
+        start: usize,
+        head: usize,
+        middle: usize,
+    ) {
+        self.items.push(Item {
+            publish,
+            timestamp,
+            segment: self.segments.len(),
+            start,
+            end: self.current.len(),
+            head,
+            middle,
+        });
+        if self.current.len() >= SEGMENT_BYTES {
+            self.cut();
         }
-        body.extend_from_slice(LIST_JSON_TAIL);
-        Some(Answer {
-            view_generation: self.view_generation,
-            index_generation: self.index_generation,
-            second: second_of(now),
-            body: Bytes::from(body),
-            sources: Arc::clone(&self.sources),
-            items: items.into(),
-        })
+    }
+
+    /// Closes the current segment, unless it is empty.
+    fn cut(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let segment =
+            std::mem::replace(&mut self.current, Vec::with_capacity(SEGMENT_BYTES + 1024));
+        self.bytes += segment.len();
+        self.segments.push(Bytes::from(segment));
+    }
+
+    /// Appends a finished segment as it is, with its items.
+    fn share(&mut self, segment: Bytes, items: impl Iterator<Item = Item>) {
+        self.cut();
+        let index = self.segments.len();
+        self.items.extend(items.map(|item| Item {
+            segment: index,
+            ..item
+        }));
+        self.bytes += segment.len();
+        self.segments.push(segment);
+    }
+
+    fn finish(
+        mut self,
+        view_generation: u64,
+        index_generation: u64,
+        second: i64,
+        sources: Arc<[PodSource]>,
+    ) -> Answer {
+        self.cut();
+        Answer {
+            view_generation,
+            index_generation,
+            second,
+            segments: self.segments.into(),
+            bytes: self.bytes,
+            sources,
+            items: self.items.into(),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Response bodies: a whole buffer, or chunks produced off the I/O workers.
+//! Response bodies: a whole buffer, segments rendered earlier (a kept answer), or chunks
+//! produced off the I/O workers.
 //!
 //! A small answer is rendered where the request is handled and sent as one buffer with its
 //! length. A large list (hundreds of thousands of pods renders for a second or more) must not hold
@@ -18,6 +19,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -46,6 +48,13 @@ enum Inner {
     Full(Option<Bytes>),
     /// Chunks from a renderer on the blocking pool; the stream ends when it drops its sender.
     Streamed(mpsc::Receiver<Bytes>),
+    /// A body rendered earlier in segments (a kept answer), sent one after another from `next`.
+    Segments {
+        segments: Arc<[Bytes]>,
+        next: usize,
+        /// The bytes of the segments not yet sent.
+        left: u64,
+    },
 }
 
 impl Default for Inner {
@@ -60,6 +69,18 @@ impl Body {
     /// An empty body.
     pub fn empty() -> Self {
         Body::default()
+    }
+
+    /// A body made of `segments`, in order, sent without a copy.
+    pub fn segments(segments: Arc<[Bytes]>) -> Self {
+        let left = segments.iter().map(|s| s.len() as u64).sum();
+        Body {
+            inner: Inner::Segments {
+                segments,
+                next: 0,
+                left,
+            },
+        }
     }
 
     /// Whether this body is produced in chunks off the I/O workers.
@@ -100,6 +121,20 @@ impl hyper::body::Body for Body {
             Inner::Streamed(chunks) => chunks
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Inner::Segments {
+                segments,
+                next,
+                left,
+            } => {
+                while let Some(segment) = segments.get(*next) {
+                    *next += 1;
+                    if !segment.is_empty() {
+                        *left -= segment.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(segment.clone()))));
+                    }
+                }
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -107,6 +142,7 @@ impl hyper::body::Body for Body {
         match &self.inner {
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             Inner::Streamed(_) => false,
+            Inner::Segments { left, .. } => *left == 0,
         }
     }
 
@@ -116,6 +152,7 @@ impl hyper::body::Body for Body {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Inner::Streamed(_) => SizeHint::default(),
+            Inner::Segments { left, .. } => SizeHint::with_exact(*left),
         }
     }
 }
@@ -328,6 +365,34 @@ mod tests {
             .expect("the renderer stops")
             .unwrap();
         assert!(rendered > 0);
+    }
+
+    #[test]
+    fn a_segmented_body_sends_its_segments_in_order_with_their_length() {
+        let segments: Arc<[Bytes]> = vec![
+            Bytes::from_static(b"{\"items\":["),
+            Bytes::new(),
+            Bytes::from_static(b"1,2"),
+            Bytes::from_static(b"]}\n"),
+        ]
+        .into();
+        let mut body = Body::segments(Arc::clone(&segments));
+        assert!(!body.is_streamed());
+        assert!(!hyper::body::Body::is_end_stream(&body));
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(16));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut frames = Vec::new();
+        while let Some(frame) = runtime.block_on(body.frame()) {
+            let data = frame.unwrap().into_data().unwrap();
+            // Handed over as they are: the very bytes of the segment.
+            assert!(segments.iter().any(|s| s.as_ptr() == data.as_ptr()));
+            frames.push(data);
+        }
+        assert_eq!(frames, [&segments[0], &segments[2], &segments[3]]);
+        assert!(hyper::body::Body::is_end_stream(&body));
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(0));
     }
 
     #[test]

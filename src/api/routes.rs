@@ -785,8 +785,8 @@ impl PodList {
     }
 
     /// The whole JSON list, served from the answer kept for it while that is current, and kept
-    /// when walked. Found (and refreshed, or walked) on the blocking pool when the cluster's
-    /// pods make it long; the body is then handed over whole, without a copy.
+    /// when walked. Found (and refreshed, or walked) on the blocking pool; the answer's
+    /// segments are then handed over as they are, without a copy.
     fn whole_kept(
         self,
         answers: Arc<AnswerCache>,
@@ -811,7 +811,9 @@ impl PodList {
                 },
             };
             record_freshness(&self.telemetry, self.now, answer.timestamps());
-            chunks.hand_over(answer.body());
+            for segment in answer.segments() {
+                chunks.hand_over(segment.clone());
+            }
         }))
     }
 
@@ -1796,6 +1798,75 @@ mod tests {
         store.remove_node("node-b");
         assert!(kept_whole(now).is_none());
         assert_eq!(names(&both(now)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_long_kept_answer_is_refreshed_segment_by_segment() {
+        let (store, fixture) = wide_cluster(300);
+        let keeping = harness(
+            Arc::clone(&store),
+            Fixture {
+                generation: Some(1),
+                ..fixture.clone()
+            },
+            None,
+        );
+        let walking = harness(Arc::clone(&store), fixture, None);
+        let kept = |now: UnixNanos| {
+            keeping
+                .router
+                .answers
+                .current(AnswerCache::whole_list_key(), 1, &store.snapshot(), now)
+                .unwrap()
+        };
+        let both = |now: UnixNanos| {
+            let got = keeping.get_at(ALL_PODS, "", now);
+            assert_eq!(got.0, 200);
+            assert!(got == walking.get_at(ALL_PODS, "", now));
+            got
+        };
+        let now = T0 + 12 * SECOND;
+        let first = both(now);
+        let before = kept(now);
+        assert!(before.segments().len() > 10, "{}", before.segments().len());
+        assert!(before
+            .segments()
+            .iter()
+            .all(|segment| segment.len() <= 16 * 1024));
+
+        // node-0007's pods (one in each of three namespaces) get a new point: at most the
+        // three segments holding them are rebuilt, the others shared.
+        let node = Name::from("node-0007");
+        let pods = [
+            ("ns-0", "pod-7-0"),
+            ("ns-1", "pod-7-1"),
+            ("ns-2", "pod-7-2"),
+        ];
+        store.write_node(
+            &node,
+            &scrape(T0 + 20 * SECOND, 150, &pods),
+            T0 + 20 * SECOND,
+        );
+        let refreshed = both(now);
+        assert_ne!(refreshed, first);
+        let after = kept(now);
+        assert_eq!(after.segments().len(), before.segments().len());
+        let rebuilt = after
+            .segments()
+            .iter()
+            .zip(before.segments())
+            .filter(|(a, b)| a.as_ptr() != b.as_ptr())
+            .count();
+        assert!((1..=3).contains(&rebuilt), "{rebuilt} segments rebuilt");
+
+        // The next second: every segment carries the new request time.
+        both(now + SECOND);
+        let restamped = kept(now + SECOND);
+        assert!(restamped
+            .segments()
+            .iter()
+            .zip(after.segments())
+            .all(|(a, b)| a.as_ptr() != b.as_ptr()));
     }
 
     #[test]
