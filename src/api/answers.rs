@@ -272,8 +272,8 @@ impl Answer {
     }
 
     /// The JSON body's segments, in order.
-    pub fn segments(&self) -> &[Bytes] {
-        &self.segments
+    pub fn segments(&self) -> Arc<[Bytes]> {
+        Arc::clone(&self.segments)
     }
 
     /// The served pods' metrics timestamps, in list order.

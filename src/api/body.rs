@@ -46,15 +46,32 @@ pub struct Body {
 enum Inner {
     /// The whole body, taken when sent.
     Full(Option<Bytes>),
-    /// Chunks from a renderer on the blocking pool; the stream ends when it drops its sender.
-    Streamed(mpsc::Receiver<Bytes>),
-    /// A body rendered earlier in segments (a kept answer), sent one after another from `next`.
-    Segments {
-        segments: Arc<[Bytes]>,
-        next: usize,
-        /// The bytes of the segments not yet sent.
-        left: u64,
+    /// What a renderer on the blocking pool hands over; the stream ends when it drops its
+    /// sender.
+    Streamed {
+        handed: mpsc::Receiver<Handed>,
+        /// Segments handed over and not all sent yet.
+        segments: Option<Segments>,
     },
+    /// A body rendered earlier in segments (a kept answer).
+    Segments(Segments),
+}
+
+/// What a renderer hands over at a time.
+#[derive(Debug)]
+enum Handed {
+    Chunk(Bytes),
+    /// Bytes rendered earlier (a kept answer's segments), sent as they are.
+    Segments(Arc<[Bytes]>),
+}
+
+/// Segments of a body, sent one after another without a copy.
+#[derive(Debug)]
+struct Segments {
+    segments: Arc<[Bytes]>,
+    next: usize,
+    /// The bytes of the segments not yet sent.
+    left: u64,
 }
 
 impl Default for Inner {
@@ -73,19 +90,14 @@ impl Body {
 
     /// A body made of `segments`, in order, sent without a copy.
     pub fn segments(segments: Arc<[Bytes]>) -> Self {
-        let left = segments.iter().map(|s| s.len() as u64).sum();
         Body {
-            inner: Inner::Segments {
-                segments,
-                next: 0,
-                left,
-            },
+            inner: Inner::Segments(Segments::new(segments)),
         }
     }
 
     /// Whether this body is produced in chunks off the I/O workers.
     pub fn is_streamed(&self) -> bool {
-        matches!(self.inner, Inner::Streamed(_))
+        matches!(self.inner, Inner::Streamed { .. })
     }
 }
 
@@ -111,38 +123,29 @@ impl hyper::body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().inner {
-            Inner::Full(bytes) => Poll::Ready(
-                bytes
-                    .take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
-            Inner::Streamed(chunks) => chunks
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
-            Inner::Segments {
-                segments,
-                next,
-                left,
-            } => {
-                while let Some(segment) = segments.get(*next) {
-                    *next += 1;
-                    if !segment.is_empty() {
-                        *left -= segment.len() as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(segment.clone()))));
-                    }
+        let data = match &mut self.get_mut().inner {
+            Inner::Full(bytes) => bytes.take().filter(|b| !b.is_empty()),
+            Inner::Streamed { handed, segments } => loop {
+                if let Some(segment) = segments.as_mut().and_then(Segments::next_segment) {
+                    break Some(segment);
                 }
-                Poll::Ready(None)
-            }
-        }
+                *segments = None;
+                match std::task::ready!(handed.poll_recv(cx)) {
+                    Some(Handed::Chunk(chunk)) => break Some(chunk),
+                    Some(Handed::Segments(handed)) => *segments = Some(Segments::new(handed)),
+                    None => break None,
+                }
+            },
+            Inner::Segments(segments) => segments.next_segment(),
+        };
+        Poll::Ready(data.map(|data| Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            Inner::Streamed(_) => false,
-            Inner::Segments { left, .. } => *left == 0,
+            Inner::Streamed { .. } => false,
+            Inner::Segments(segments) => segments.left == 0,
         }
     }
 
@@ -151,9 +154,34 @@ impl hyper::body::Body for Body {
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Inner::Streamed(_) => SizeHint::default(),
-            Inner::Segments { left, .. } => SizeHint::with_exact(*left),
+            Inner::Streamed { .. } => SizeHint::default(),
+            Inner::Segments(segments) => SizeHint::with_exact(segments.left),
         }
+    }
+}
+
+// === impl Segments ===
+
+impl Segments {
+    fn new(segments: Arc<[Bytes]>) -> Self {
+        let left = segments.iter().map(|s| s.len() as u64).sum();
+        Segments {
+            segments,
+            next: 0,
+            left,
+        }
+    }
+
+    /// The next non-empty segment, if any is left.
+    fn next_segment(&mut self) -> Option<Bytes> {
+        while let Some(segment) = self.segments.get(self.next) {
+            self.next += 1;
+            if !segment.is_empty() {
+                self.left -= segment.len() as u64;
+                return Some(segment.clone());
+            }
+        }
+        None
     }
 }
 
@@ -163,7 +191,7 @@ impl hyper::body::Body for Body {
 pub struct Chunks {
     buffer: Vec<u8>,
     /// `None` when rendering inline (no runtime): everything stays in `buffer`.
-    sender: Option<mpsc::Sender<Bytes>>,
+    sender: Option<mpsc::Sender<Handed>>,
     /// The client went away: rendering more is wasted.
     closed: bool,
 }
@@ -171,7 +199,7 @@ pub struct Chunks {
 // === impl Chunks ===
 
 impl Chunks {
-    fn streaming(sender: mpsc::Sender<Bytes>) -> Self {
+    fn streaming(sender: mpsc::Sender<Handed>) -> Self {
         Chunks {
             buffer: Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK),
             sender: Some(sender),
@@ -202,16 +230,18 @@ impl Chunks {
         !self.closed
     }
 
-    /// Hands `bytes` over as they are, after whatever the buffer holds: a body rendered
-    /// elsewhere (a kept answer) goes out without a copy. Without a client (rendering inline),
-    /// they are appended to the buffer.
-    pub fn hand_over(&mut self, bytes: Bytes) {
+    /// Hands `segments` over as they are, in one piece, after whatever the buffer holds: a body
+    /// rendered earlier (a kept answer) goes out without a copy. Without a client (rendering
+    /// inline), they are appended to the buffer.
+    pub fn hand_over(&mut self, segments: Arc<[Bytes]>) {
         if self.sender.is_none() {
-            self.buffer.extend_from_slice(&bytes);
+            for segment in segments.iter() {
+                self.buffer.extend_from_slice(segment);
+            }
             return;
         }
         self.send(Vec::new());
-        self.send_bytes(bytes);
+        self.send_handed(Handed::Segments(segments));
     }
 
     /// Hands over what is left; the body ends when `self` is dropped.
@@ -228,19 +258,21 @@ impl Chunks {
             return;
         }
         let chunk = std::mem::replace(&mut self.buffer, next);
-        self.send_bytes(Bytes::from(chunk));
+        if !chunk.is_empty() {
+            self.send_handed(Handed::Chunk(Bytes::from(chunk)));
+        }
     }
 
-    fn send_bytes(&mut self, chunk: Bytes) {
+    fn send_handed(&mut self, handed: Handed) {
         let Some(sender) = &self.sender else {
             return;
         };
-        if self.closed || chunk.is_empty() {
+        if self.closed {
             return;
         }
         // Only ever called on the blocking pool (see `render_off_thread`), where waiting is
         // allowed.
-        if sender.blocking_send(chunk).is_err() {
+        if sender.blocking_send(handed).is_err() {
             self.closed = true;
         }
     }
@@ -267,7 +299,10 @@ where
         chunks.finish();
     });
     Body {
-        inner: Inner::Streamed(receiver),
+        inner: Inner::Streamed {
+            handed: receiver,
+            segments: None,
+        },
     }
 }
 

@@ -811,9 +811,7 @@ impl PodList {
                 },
             };
             record_freshness(&self.telemetry, self.now, answer.timestamps());
-            for segment in answer.segments() {
-                chunks.hand_over(segment.clone());
-            }
+            chunks.hand_over(answer.segments());
         }))
     }
 
@@ -1854,7 +1852,7 @@ mod tests {
         let rebuilt = after
             .segments()
             .iter()
-            .zip(before.segments())
+            .zip(before.segments().iter())
             .filter(|(a, b)| a.as_ptr() != b.as_ptr())
             .count();
         assert!((1..=3).contains(&rebuilt), "{rebuilt} segments rebuilt");
@@ -1865,7 +1863,7 @@ mod tests {
         assert!(restamped
             .segments()
             .iter()
-            .zip(after.segments())
+            .zip(after.segments().iter())
             .all(|(a, b)| a.as_ptr() != b.as_ptr()));
     }
 
