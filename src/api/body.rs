@@ -22,7 +22,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use std::io::IoSlice;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -45,39 +47,41 @@ pub struct Body {
 #[derive(Debug)]
 enum Inner {
     /// The whole body, taken when sent.
-    Full(Option<Bytes>),
+    Full(Option<Chunk>),
     /// What a renderer on the blocking pool hands over; the stream ends when it drops its
     /// sender.
-    Streamed {
-        handed: mpsc::Receiver<Handed>,
-        /// Segments handed over and not all sent yet.
-        segments: Option<Segments>,
-    },
-    /// A body rendered earlier in segments (a kept answer).
-    Segments(Segments),
-}
-
-/// What a renderer hands over at a time.
-#[derive(Debug)]
-enum Handed {
-    Chunk(Bytes),
-    /// Bytes rendered earlier (a kept answer's segments), sent as they are.
-    Segments(Arc<[Bytes]>),
-}
-
-/// Segments of a body, sent one after another without a copy.
-#[derive(Debug)]
-struct Segments {
-    segments: Arc<[Bytes]>,
-    next: usize,
-    /// The bytes of the segments not yet sent.
-    left: u64,
+    Streamed(mpsc::Receiver<Chunk>),
 }
 
 impl Default for Inner {
     fn default() -> Self {
         Inner::Full(None)
     }
+}
+
+/// A piece of a body as the connection sends it: one buffer, or segments rendered earlier (a
+/// kept answer) sent as one piece, so that the connection frames them itself, reading each
+/// segment where it is, without a copy and without a hand-over per segment.
+#[derive(Debug)]
+pub struct Chunk {
+    inner: ChunkInner,
+}
+
+#[derive(Debug)]
+enum ChunkInner {
+    Bytes(Bytes),
+    Segments(Segments),
+}
+
+/// A read position in a run of segments.
+#[derive(Debug)]
+struct Segments {
+    segments: Arc<[Bytes]>,
+    /// The segment read next, and where in it; past the last non-empty segment once all is read.
+    index: usize,
+    offset: usize,
+    /// Bytes not read yet.
+    left: usize,
 }
 
 // === impl Body ===
@@ -91,20 +95,20 @@ impl Body {
     /// A body made of `segments`, in order, sent without a copy.
     pub fn segments(segments: Arc<[Bytes]>) -> Self {
         Body {
-            inner: Inner::Segments(Segments::new(segments)),
+            inner: Inner::Full(Some(Chunk::segments(segments))),
         }
     }
 
     /// Whether this body is produced in chunks off the I/O workers.
     pub fn is_streamed(&self) -> bool {
-        matches!(self.inner, Inner::Streamed { .. })
+        matches!(self.inner, Inner::Streamed(_))
     }
 }
 
 impl From<Bytes> for Body {
     fn from(bytes: Bytes) -> Self {
         Body {
-            inner: Inner::Full(Some(bytes)),
+            inner: Inner::Full(Some(Chunk::from(bytes))),
         }
     }
 }
@@ -116,46 +120,124 @@ impl From<Vec<u8>> for Body {
 }
 
 impl hyper::body::Body for Body {
-    type Data = Bytes;
+    type Data = Chunk;
     type Error = Infallible;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let data = match &mut self.get_mut().inner {
-            Inner::Full(bytes) => bytes.take().filter(|b| !b.is_empty()),
-            Inner::Streamed { handed, segments } => loop {
-                if let Some(segment) = segments.as_mut().and_then(Segments::next_segment) {
-                    break Some(segment);
-                }
-                *segments = None;
-                match std::task::ready!(handed.poll_recv(cx)) {
-                    Some(Handed::Chunk(chunk)) => break Some(chunk),
-                    Some(Handed::Segments(handed)) => *segments = Some(Segments::new(handed)),
-                    None => break None,
-                }
-            },
-            Inner::Segments(segments) => segments.next_segment(),
-        };
-        Poll::Ready(data.map(|data| Ok(Frame::data(data))))
+    ) -> Poll<Option<Result<Frame<Chunk>, Infallible>>> {
+        match &mut self.get_mut().inner {
+            Inner::Full(chunk) => Poll::Ready(
+                chunk
+                    .take()
+                    .filter(|c| c.has_remaining())
+                    .map(|c| Ok(Frame::data(c))),
+            ),
+            Inner::Streamed(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            Inner::Streamed { .. } => false,
-            Inner::Segments(segments) => segments.left == 0,
+            Inner::Full(chunk) => chunk.as_ref().is_none_or(|c| !c.has_remaining()),
+            Inner::Streamed(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            Inner::Full(chunk) => {
+                SizeHint::with_exact(chunk.as_ref().map_or(0, |c| c.remaining() as u64))
             }
-            Inner::Streamed { .. } => SizeHint::default(),
-            Inner::Segments(segments) => SizeHint::with_exact(segments.left),
+            Inner::Streamed(_) => SizeHint::default(),
+        }
+    }
+}
+
+// === impl Chunk ===
+
+impl Chunk {
+    /// `segments`, in order, as one piece.
+    pub fn segments(segments: Arc<[Bytes]>) -> Self {
+        let left = segments.iter().map(Bytes::len).sum();
+        let mut segments = Segments {
+            segments,
+            index: 0,
+            offset: 0,
+            left,
+        };
+        segments.skip_read();
+        Chunk {
+            inner: ChunkInner::Segments(segments),
+        }
+    }
+
+    /// The bytes not yet sent.
+    pub fn len(&self) -> usize {
+        self.remaining()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.has_remaining()
+    }
+}
+
+impl From<Bytes> for Chunk {
+    fn from(bytes: Bytes) -> Self {
+        Chunk {
+            inner: ChunkInner::Bytes(bytes),
+        }
+    }
+}
+
+impl Buf for Chunk {
+    fn remaining(&self) -> usize {
+        match &self.inner {
+            ChunkInner::Bytes(bytes) => bytes.len(),
+            ChunkInner::Segments(segments) => segments.left,
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match &self.inner {
+            ChunkInner::Bytes(bytes) => bytes,
+            ChunkInner::Segments(segments) => segments.current(),
+        }
+    }
+
+    fn advance(&mut self, count: usize) {
+        match &mut self.inner {
+            ChunkInner::Bytes(bytes) => bytes.advance(count.min(bytes.len())),
+            ChunkInner::Segments(segments) => segments.advance(count),
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        match &self.inner {
+            ChunkInner::Bytes(bytes) => bytes.chunks_vectored(dst),
+            ChunkInner::Segments(segments) => segments.chunks_vectored(dst),
+        }
+    }
+
+    fn copy_to_bytes(&mut self, count: usize) -> Bytes {
+        match &mut self.inner {
+            ChunkInner::Bytes(bytes) => bytes.copy_to_bytes(count),
+            // Within one segment, a slice of it; across segments, a copy.
+            ChunkInner::Segments(segments) => match segments.segments.get(segments.index) {
+                Some(segment) if segment.len() - segments.offset >= count => {
+                    let slice = segment.slice(segments.offset..segments.offset + count);
+                    segments.advance(count);
+                    slice
+                }
+                _ => {
+                    let mut copy = BytesMut::with_capacity(count);
+                    copy.put((&mut *self).take(count));
+                    copy.freeze()
+                }
+            },
         }
     }
 }
@@ -163,25 +245,52 @@ impl hyper::body::Body for Body {
 // === impl Segments ===
 
 impl Segments {
-    fn new(segments: Arc<[Bytes]>) -> Self {
-        let left = segments.iter().map(|s| s.len() as u64).sum();
-        Segments {
-            segments,
-            next: 0,
-            left,
+    /// What is left of the current segment.
+    fn current(&self) -> &[u8] {
+        self.segments
+            .get(self.index)
+            .and_then(|segment| segment.get(self.offset..))
+            .unwrap_or_default()
+    }
+
+    /// Moves past `count` bytes (at most what is left).
+    fn advance(&mut self, count: usize) {
+        let mut count = count.min(self.left);
+        self.left -= count;
+        while count > 0 {
+            let in_segment = self.current().len();
+            if count < in_segment {
+                self.offset += count;
+                return;
+            }
+            count -= in_segment;
+            self.index += 1;
+            self.offset = 0;
+        }
+        self.skip_read();
+    }
+
+    /// Moves past the current segment while nothing of it is left to read.
+    fn skip_read(&mut self) {
+        while self.index < self.segments.len() && self.current().is_empty() {
+            self.index += 1;
+            self.offset = 0;
         }
     }
 
-    /// The next non-empty segment, if any is left.
-    fn next_segment(&mut self) -> Option<Bytes> {
-        while let Some(segment) = self.segments.get(self.next) {
-            self.next += 1;
-            if !segment.is_empty() {
-                self.left -= segment.len() as u64;
-                return Some(segment.clone());
-            }
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        let mut slices = std::iter::once(self.current())
+            .chain(self.segments.iter().skip(self.index + 1).map(|s| &s[..]))
+            .filter(|slice| !slice.is_empty());
+        for slot in dst.iter_mut() {
+            let Some(slice) = slices.next() else {
+                break;
+            };
+            *slot = IoSlice::new(slice);
+            filled += 1;
         }
-        None
+        filled
     }
 }
 
@@ -191,7 +300,7 @@ impl Segments {
 pub struct Chunks {
     buffer: Vec<u8>,
     /// `None` when rendering inline (no runtime): everything stays in `buffer`.
-    sender: Option<mpsc::Sender<Handed>>,
+    sender: Option<mpsc::Sender<Chunk>>,
     /// The client went away: rendering more is wasted.
     closed: bool,
 }
@@ -199,7 +308,7 @@ pub struct Chunks {
 // === impl Chunks ===
 
 impl Chunks {
-    fn streaming(sender: mpsc::Sender<Handed>) -> Self {
+    fn streaming(sender: mpsc::Sender<Chunk>) -> Self {
         Chunks {
             buffer: Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK),
             sender: Some(sender),
@@ -241,7 +350,7 @@ impl Chunks {
             return;
         }
         self.send(Vec::new());
-        self.send_handed(Handed::Segments(segments));
+        self.send_handed(Chunk::segments(segments));
     }
 
     /// Hands over what is left; the body ends when `self` is dropped.
@@ -259,11 +368,11 @@ impl Chunks {
         }
         let chunk = std::mem::replace(&mut self.buffer, next);
         if !chunk.is_empty() {
-            self.send_handed(Handed::Chunk(Bytes::from(chunk)));
+            self.send_handed(Chunk::from(Bytes::from(chunk)));
         }
     }
 
-    fn send_handed(&mut self, handed: Handed) {
+    fn send_handed(&mut self, handed: Chunk) {
         let Some(sender) = &self.sender else {
             return;
         };
@@ -299,10 +408,7 @@ where
         chunks.finish();
     });
     Body {
-        inner: Inner::Streamed {
-            handed: receiver,
-            segments: None,
-        },
+        inner: Inner::Streamed(receiver),
     }
 }
 
@@ -359,7 +465,7 @@ mod tests {
         while let Some(frame) = body.frame().await {
             let data = frame.unwrap().into_data().unwrap();
             assert!(data.len() < CHUNK_BYTES + CHUNK_SLACK, "{}", data.len());
-            received.extend_from_slice(&data);
+            received.extend_from_slice(&flat(data));
         }
         assert_eq!(received, expected(count));
     }
@@ -402,15 +508,34 @@ mod tests {
         assert!(rendered > 0);
     }
 
-    #[test]
-    fn a_segmented_body_sends_its_segments_in_order_with_their_length() {
-        let segments: Arc<[Bytes]> = vec![
+    /// A chunk's bytes, read as a connection reads them.
+    fn flat(mut chunk: Chunk) -> Vec<u8> {
+        let mut out = Vec::new();
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            assert!(!piece.is_empty(), "a chunk with bytes left shows some");
+            out.extend_from_slice(piece);
+            let read = piece.len();
+            chunk.advance(read);
+        }
+        out
+    }
+
+    fn segments() -> Arc<[Bytes]> {
+        vec![
+            Bytes::new(),
             Bytes::from_static(b"{\"items\":["),
             Bytes::new(),
             Bytes::from_static(b"1,2"),
             Bytes::from_static(b"]}\n"),
+            Bytes::new(),
         ]
-        .into();
+        .into()
+    }
+
+    #[test]
+    fn a_segmented_body_is_one_piece_reading_each_segment_in_place() {
+        let segments = segments();
         let mut body = Body::segments(Arc::clone(&segments));
         assert!(!body.is_streamed());
         assert!(!hyper::body::Body::is_end_stream(&body));
@@ -418,16 +543,49 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let mut frames = Vec::new();
-        while let Some(frame) = runtime.block_on(body.frame()) {
-            let data = frame.unwrap().into_data().unwrap();
-            // Handed over as they are: the very bytes of the segment.
-            assert!(segments.iter().any(|s| s.as_ptr() == data.as_ptr()));
-            frames.push(data);
-        }
-        assert_eq!(frames, [&segments[0], &segments[2], &segments[3]]);
+        let frame = runtime.block_on(body.frame()).unwrap().unwrap();
+        assert!(runtime.block_on(body.frame()).is_none());
         assert!(hyper::body::Body::is_end_stream(&body));
-        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(0));
+        let chunk = frame.into_data().unwrap();
+        assert_eq!(chunk.len(), 16);
+        // Written as it lies: one slice per non-empty segment, the segments' own bytes.
+        let mut slices = [IoSlice::new(&[]); 8];
+        assert_eq!(chunk.chunks_vectored(&mut slices), 3);
+        for (slice, segment) in slices
+            .iter()
+            .zip([&segments[1], &segments[3], &segments[4]])
+        {
+            assert_eq!(slice.as_ptr(), segment.as_ptr());
+            assert_eq!(slice.len(), segment.len());
+        }
+        assert_eq!(flat(chunk), b"{\"items\":[1,2]}\n");
+    }
+
+    #[test]
+    fn a_segmented_chunk_reads_across_segment_boundaries() {
+        let whole = b"{\"items\":[1,2]}\n";
+        for step in 1..=whole.len() {
+            let mut chunk = Chunk::segments(segments());
+            let mut read = Vec::new();
+            while chunk.has_remaining() {
+                let taken = chunk.copy_to_bytes(step.min(chunk.remaining()));
+                read.extend_from_slice(&taken);
+                // What is left is seen in place, from where reading stopped.
+                let mut slices = [IoSlice::new(&[]); 8];
+                let filled = chunk.chunks_vectored(&mut slices);
+                let rest: Vec<u8> = slices[..filled].iter().flat_map(|s| s.to_vec()).collect();
+                assert_eq!(rest, whole[read.len()..], "step {step}");
+            }
+            assert_eq!(read, whole, "step {step}");
+            // Past the end, nothing moves.
+            chunk.advance(5);
+            assert_eq!(chunk.remaining(), 0);
+        }
+        // Within a segment, a slice of it rather than a copy.
+        let segments = segments();
+        let mut chunk = Chunk::segments(Arc::clone(&segments));
+        chunk.advance(2);
+        assert_eq!(chunk.copy_to_bytes(3).as_ptr(), segments[1][2..].as_ptr());
     }
 
     #[test]
