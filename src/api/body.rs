@@ -16,6 +16,11 @@
 //!
 //! Such a body has no length up front: HTTP/1.1 sends it chunked and HTTP/2 ends the stream with
 //! its last frame, as Go's server does for large bodies. The bytes are those of a buffered render.
+//!
+//! A body is sent as [`Chunk`]s. A chunk is one buffer or a run of segments rendered earlier (a
+//! kept answer, see [`crate::api::answers`]): the connection frames such a run itself, writing
+//! each segment from where it lies (vectored writes), so a body of hundreds of segments costs
+//! one hand-over and no copy.
 
 use std::convert::Infallible;
 use std::pin::Pin;
