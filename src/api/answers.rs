@@ -97,6 +97,10 @@ struct Item {
 /// A segment is closed after the item that brings it to this many bytes: a segment then goes
 /// out in one HTTP/2 frame of the usual 16 KiB at most.
 pub const SEGMENT_BYTES: usize = 15 * 1024;
+/// Room for the item that crosses [`SEGMENT_BYTES`].
+const SEGMENT_SLACK: usize = 2 * 1024;
+/// Room for a rebuilt segment to grow (new values may take more digits).
+const REBUILT_SLACK: usize = 256;
 
 /// Builds an answer's body segment by segment, recording each item's place.
 struct SegmentWriter {
@@ -183,14 +187,28 @@ impl AnswerCache {
         key: String,
         view_generation: u64,
         snapshot: &Snapshot,
-        selected: impl ExactSizeIterator<Item = Selected<'s>>,
+        selected: Vec<Selected<'s>>,
         now: UnixNanos,
     ) -> Arc<Answer> {
         let now_text = gofmt::rfc3339(now);
+        // The body's exact size, so a segment holding the rest of it is allocated to fit.
+        let mut left = POD_LIST_JSON_HEAD.len()
+            + LIST_JSON_TAIL.len()
+            + selected
+                .iter()
+                .map(|(served, labels, _)| {
+                    1 + served.parts.head.len()
+                        + render::creation_and_labels_len(labels)
+                        + served.parts.tail.len()
+                })
+                .sum::<usize>();
         let mut out = SegmentWriter::new(selected.len());
+        out.open(left.min(SEGMENT_BYTES + SEGMENT_SLACK));
         out.current.extend_from_slice(POD_LIST_JSON_HEAD);
+        left -= POD_LIST_JSON_HEAD.len();
         let mut sources = Vec::with_capacity(selected.len());
-        for (i, (served, labels, source)) in selected.enumerate() {
+        for (i, (served, labels, source)) in selected.into_iter().enumerate() {
+            out.open(left.min(SEGMENT_BYTES + SEGMENT_SLACK));
             if i > 0 {
                 out.current.push(b',');
             }
@@ -199,6 +217,7 @@ impl AnswerCache {
             render::creation_and_labels(&mut out.current, labels, &now_text);
             let middle = out.current.len() - start - served.parts.head.len();
             out.current.extend_from_slice(served.parts.tail);
+            left = left.saturating_sub(out.current.len() - start + 1);
             out.item(
                 served.publish,
                 served.metrics.timestamp,
@@ -289,25 +308,30 @@ impl Answer {
         let now_text = gofmt::rfc3339(now);
         let restamp = second_of(now) != self.second;
         let mut out = SegmentWriter::new(self.items.len());
-        let mut items = self.items.iter().zip(self.sources.iter()).peekable();
+        let mut first = 0;
         for (index, old) in self.segments.iter().enumerate() {
-            let mut segment = Vec::new();
-            while let Some((item, _)) = items.peek() {
-                if item.segment != index {
-                    break;
-                }
-                segment.push(items.next()?);
-            }
+            // The segment's items: the next ones in list order.
+            let count = self.items[first..]
+                .iter()
+                .take_while(|item| item.segment == index)
+                .count();
+            let segment = self
+                .items
+                .get(first..first + count)?
+                .iter()
+                .zip(self.sources.get(first..first + count)?);
+            first += count;
             if !restamp
                 && segment
-                    .iter()
+                    .clone()
                     .all(|(item, source)| source.is_current(item.publish))
             {
-                out.share(old.clone(), segment.iter().map(|&(item, _)| *item));
+                out.share(old.clone(), segment.map(|(item, _)| *item));
                 continue;
             }
             // Rebuilt: what lies between items (the list's head, commas, its tail) is copied,
             // each item rewritten.
+            out.open(old.len() + REBUILT_SLACK);
             let mut copied = 0;
             for (item, source) in segment {
                 out.current.extend_from_slice(&old[copied..item.start]);
@@ -352,7 +376,7 @@ impl SegmentWriter {
     fn new(items: usize) -> Self {
         SegmentWriter {
             segments: Vec::new(),
-            current: Vec::with_capacity(SEGMENT_BYTES + 1024),
+            current: Vec::new(),
             bytes: 0,
             items: Vec::with_capacity(items),
         }
@@ -382,15 +406,31 @@ impl SegmentWriter {
         }
     }
 
+    /// Makes room for a segment of about `bytes`, if none is being written.
+    fn open(&mut self, bytes: usize) {
+        if self.current.is_empty() {
+            self.current.reserve_exact(bytes);
+        }
+    }
+
     /// Closes the current segment, unless it is empty.
     fn cut(&mut self) {
         if self.current.is_empty() {
             return;
         }
-        let segment =
-            std::mem::replace(&mut self.current, Vec::with_capacity(SEGMENT_BYTES + 1024));
+        let len = self.current.len();
+        let segment = if self.current.capacity() - len <= len / 8 {
+            // Sized about right (see `open`): kept as it is.
+            Bytes::from(std::mem::take(&mut self.current))
+        } else {
+            // Copied out at its size, so that no answer holds spare capacity; the buffer is
+            // reused for the next segment.
+            let segment = Bytes::copy_from_slice(&self.current);
+            self.current.clear();
+            segment
+        };
         self.bytes += segment.len();
-        self.segments.push(Bytes::from(segment));
+        self.segments.push(segment);
     }
 
     /// Appends a finished segment as it is, with its items.

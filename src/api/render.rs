@@ -279,6 +279,11 @@ pub(crate) fn creation_and_labels(out: &mut Vec<u8>, labels: &Labels, now: &[u8;
     out.push(b'}');
 }
 
+/// The length of what [`creation_and_labels`] writes for `labels`.
+pub(crate) fn creation_and_labels_len(labels: &Labels) -> usize {
+    CREATION_TIMESTAMP_KEY.len() + 20 + 1 + labels.cached_json(labels_member).len() + 1
+}
+
 /// `,"labels":{...}`, or nothing for an empty set (Go's `omitempty`).
 fn labels_member(labels: &Labels) -> Vec<u8> {
     let mut out = Vec::new();
@@ -505,6 +510,18 @@ mod tests {
         let mut from_parts = Vec::new();
         pod_metrics_list_from_parts(&mut from_parts, parts.into_iter().zip([&l1, &l2]), NOW);
         assert_eq!(text(from_parts), text(whole));
+    }
+
+    #[test]
+    fn the_creation_and_labels_length_is_what_is_written() {
+        for labels in [
+            Labels::default(),
+            Labels::from_pairs([("app", "web"), ("tier", "a \"quoted\" value")]),
+        ] {
+            let mut out = b"before".to_vec();
+            creation_and_labels(&mut out, &labels, &gofmt::rfc3339(NOW));
+            assert_eq!(out.len() - 6, creation_and_labels_len(&labels));
+        }
     }
 
     #[test]

@@ -546,13 +546,9 @@ impl Router {
         if let Some((key, generation)) = answer_key {
             match list.select_by_view(examined, self.off_thread_items) {
                 Some(Some(selected)) => {
-                    let answer = self.answers.insert(
-                        key,
-                        generation,
-                        &list.snapshot,
-                        selected.into_iter(),
-                        now,
-                    );
+                    let answer =
+                        self.answers
+                            .insert(key, generation, &list.snapshot, selected, now);
                     record_freshness(&list.telemetry, now, answer.timestamps());
                     return wire.ok(answer.body());
                 }
@@ -803,7 +799,7 @@ impl PodList {
                         key.to_owned(),
                         generation,
                         &self.snapshot,
-                        selected.into_iter(),
+                        selected,
                         self.now,
                     ),
                     // The view cannot walk in order: rendered as any long list is.
