@@ -1595,11 +1595,49 @@ mod tests {
     fn keeping_and_walking() -> (Arc<Store>, Harness, Harness) {
         let (store, fixture) = cluster();
         let walking = harness(Arc::clone(&store), fixture.clone(), None);
-        let keeping = Fixture {
-            generation: Some(7),
-            ..fixture
-        };
+        let keeping = with_generation(&fixture, 7);
         (Arc::clone(&store), harness(store, keeping, None), walking)
+    }
+
+    /// `fixture` with a generation: answers derived from its view are kept.
+    fn with_generation(fixture: &Fixture, generation: u64) -> Fixture {
+        Fixture {
+            generation: Some(generation),
+            ..fixture.clone()
+        }
+    }
+
+    /// node-a's next point, at 20 s: back-1's usage changes, which pods are served does not.
+    fn node_a_publishes_again(store: &Store) {
+        store.write_node(
+            &Name::from("node-a"),
+            &scrape(
+                T0 + 20 * SECOND,
+                130,
+                &[("web", "back-1"), ("web", "pending-1")],
+            ),
+            T0 + 20 * SECOND,
+        );
+    }
+
+    /// node-b's points at 20 s and 30 s with front-2 among its pods: a Running pod gains
+    /// metrics, so the pod index changes.
+    fn front_2_gains_metrics(store: &Store) {
+        for (at, cpu) in [(20, 120), (30, 130)] {
+            store.write_node(
+                &Name::from("node-b"),
+                &scrape(
+                    T0 + at * SECOND,
+                    cpu,
+                    &[
+                        ("web", "front-1"),
+                        ("web", "front-2"),
+                        ("kube-system", "dns-1"),
+                    ],
+                ),
+                T0 + at * SECOND,
+            );
+        }
     }
 
     const WEB_PODS: &str = "/apis/metrics.k8s.io/v1beta1/namespaces/web/pods";
@@ -1659,15 +1697,7 @@ mod tests {
         );
 
         // node-a publishes a new point: back-1 is fetched again, front-1 kept.
-        store.write_node(
-            &Name::from("node-a"),
-            &scrape(
-                T0 + 20 * SECOND,
-                130,
-                &[("web", "back-1"), ("web", "pending-1")],
-            ),
-            T0 + 20 * SECOND,
-        );
+        node_a_publishes_again(&store);
         let now = T0 + 21 * SECOND;
         assert!(keeping.kept_web_apps(7, &store, now).is_some());
         let refreshed = both(now);
@@ -1682,21 +1712,7 @@ mod tests {
         assert_eq!(refreshed["items"][0]["timestamp"], "2026-05-28T20:27:00Z");
 
         // A Running pod the view selects gains metrics on node-b: the walk decides again.
-        for (at, cpu) in [(20, 120), (30, 130)] {
-            store.write_node(
-                &Name::from("node-b"),
-                &scrape(
-                    T0 + at * SECOND,
-                    cpu,
-                    &[
-                        ("web", "front-1"),
-                        ("web", "front-2"),
-                        ("kube-system", "dns-1"),
-                    ],
-                ),
-                T0 + at * SECOND,
-            );
-        }
+        front_2_gains_metrics(&store);
         let now = T0 + 31 * SECOND;
         assert!(keeping.kept_web_apps(7, &store, now).is_none());
         assert_eq!(
@@ -1752,15 +1768,7 @@ mod tests {
 
         // The next second, then a new point of node-a's.
         assert_ne!(both(now + SECOND), first);
-        store.write_node(
-            &Name::from("node-a"),
-            &scrape(
-                T0 + 20 * SECOND,
-                130,
-                &[("web", "back-1"), ("web", "pending-1")],
-            ),
-            T0 + 20 * SECOND,
-        );
+        node_a_publishes_again(&store);
         let now = T0 + 21 * SECOND;
         assert!(kept_whole(now).is_some());
         let refreshed = both(now);
@@ -1771,21 +1779,18 @@ mod tests {
         );
 
         // Pods gaining metrics, leaving the index, a node going: walked again each time.
-        store.write_node(
-            &Name::from("node-b"),
-            &scrape(
-                T0 + 30 * SECOND,
-                130,
-                &[
-                    ("web", "front-1"),
-                    ("web", "front-2"),
-                    ("kube-system", "dns-1"),
-                ],
-            ),
-            T0 + 30 * SECOND,
-        );
+        front_2_gains_metrics(&store);
         let now = T0 + 31 * SECOND;
-        both(now);
+        assert!(kept_whole(now).is_none());
+        assert_eq!(
+            names(&both(now)),
+            [
+                "kube-system/dns-1",
+                "web/back-1",
+                "web/front-1",
+                "web/front-2"
+            ]
+        );
         store.remove_pod("web", "back-1");
         assert!(kept_whole(now).is_none());
         both(now);
@@ -1797,14 +1802,7 @@ mod tests {
     #[test]
     fn a_long_kept_answer_is_refreshed_segment_by_segment() {
         let (store, fixture) = wide_cluster(300);
-        let keeping = harness(
-            Arc::clone(&store),
-            Fixture {
-                generation: Some(1),
-                ..fixture.clone()
-            },
-            None,
-        );
+        let keeping = harness(Arc::clone(&store), with_generation(&fixture, 1), None);
         let walking = harness(Arc::clone(&store), fixture, None);
         let kept = |now: UnixNanos| {
             keeping
@@ -1866,14 +1864,7 @@ mod tests {
     #[test]
     fn a_whole_list_too_large_for_its_share_of_the_budget_is_walked_each_time() {
         let (store, fixture) = cluster();
-        let mut h = harness(
-            store,
-            Fixture {
-                generation: Some(1),
-                ..fixture
-            },
-            None,
-        );
+        let mut h = harness(store, with_generation(&fixture, 1), None);
         let (_, whole) = h.get_at(ALL_PODS, "", T0 + 10 * SECOND);
         assert_eq!(h.router.answers.held_bytes(), whole.len());
         // Budgets whose share is a little less than the list's estimate.
@@ -1939,25 +1930,11 @@ mod tests {
     fn kept_answers_stay_within_their_budget() {
         let (store, fixture) = cluster();
         let one = {
-            let h = harness(
-                Arc::clone(&store),
-                Fixture {
-                    generation: Some(1),
-                    ..fixture.clone()
-                },
-                None,
-            );
+            let h = harness(Arc::clone(&store), with_generation(&fixture, 1), None);
             h.get_at(WEB_PODS, WITH_APP, T0 + 10 * SECOND);
             h.router.answers.held_bytes()
         };
-        let mut h = harness(
-            store,
-            Fixture {
-                generation: Some(1),
-                ..fixture
-            },
-            None,
-        );
+        let mut h = harness(store, with_generation(&fixture, 1), None);
         h.router.answers = Arc::new(AnswerCache::with_budget(answers::MAX_SHARE * one));
         for i in 0..10 {
             let query = format!("{WITH_APP}&limit={i}");
@@ -2347,11 +2324,10 @@ mod tests {
     async fn long_lists_rendered_off_thread_carry_the_bytes_of_a_buffered_render() {
         // 1,200 nodes x 3 pods: the all-pods JSON list spans several chunks.
         let (store, fixture) = wide_cluster(1_200);
-        let fixture = Arc::new(fixture);
-        let router = |threshold: usize| {
+        let router_over = |fixture: Fixture, threshold: usize| {
             Router::new(
                 Arc::clone(&store),
-                Arc::new(FixedSource(Arc::clone(&fixture))),
+                Arc::new(FixedSource(Arc::new(fixture))),
                 Arc::new(Telemetry::new()),
                 None,
                 Auth::default(),
@@ -2363,8 +2339,8 @@ mod tests {
             )
             .with_off_thread_items(threshold)
         };
-        let buffered = router(usize::MAX);
-        let streamed = router(10);
+        let buffered = router_over(fixture.clone(), usize::MAX);
+        let streamed = router_over(fixture.clone(), 10);
         let now = T0 + 12 * SECOND;
         let mut streamed_bodies = 0;
         for (path, query) in [
@@ -2431,22 +2407,7 @@ mod tests {
 
         // A view with a generation: the whole list is kept, found on the blocking pool and
         // handed over in one piece, the same bytes the first time and from the kept answer.
-        let kept = Router::new(
-            Arc::clone(&store),
-            Arc::new(FixedSource(Arc::new(Fixture {
-                generation: Some(3),
-                ..(*fixture).clone()
-            }))),
-            Arc::new(Telemetry::new()),
-            None,
-            Auth::default(),
-            HealthConfig {
-                resolution: Duration::from_secs(10),
-                startup_grace: Duration::from_secs(20),
-                started: T0,
-            },
-        )
-        .with_off_thread_items(10);
+        let kept = router_over(with_generation(&fixture, 3), 10);
         for _ in 0..2 {
             let response = kept.respond(&Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", "", now);
             assert!(response.body().is_streamed());
