@@ -533,11 +533,7 @@ impl Router {
         let whole = list.namespace.is_none() && list.labels.is_none() && list.fields.is_none();
         if whole && list.encoding == Encoding::Json {
             if let Some(generation) = list.view.generation() {
-                let expected = list
-                    .snapshot
-                    .pod_count()
-                    .saturating_mul(PodList::ITEM_BYTES);
-                if self.answers.may_keep(expected) {
+                if self.answers.may_keep(list.whole_bytes()) {
                     return list.whole_kept(Arc::clone(&self.answers), generation, wire);
                 }
             }
@@ -739,6 +735,12 @@ impl PodList {
     /// A JSON list item's usual size, to size buffers.
     const ITEM_BYTES: usize = 512;
 
+    /// The usual size of a JSON list of every pod the snapshot serves, to size buffers and to
+    /// tell whether its answer may be kept.
+    fn whole_bytes(&self) -> usize {
+        self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES)
+    }
+
     /// The pods the walk visits: the namespace's, or all, with their cached JSON parts.
     fn candidates(&self) -> Box<dyn Iterator<Item = (&PodMetrics, render::PodItemParts<'_>)> + '_> {
         match &self.namespace {
@@ -789,7 +791,7 @@ impl PodList {
         generation: u64,
         wire: Negotiated<'_>,
     ) -> Response<Body> {
-        let expected = self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES);
+        let expected = self.whole_bytes();
         wire.ok(body::render_off_thread(expected, move |chunks| {
             let key = AnswerCache::whole_list_key();
             let answer = match answers.current(key, generation, &self.snapshot, self.now) {
@@ -813,7 +815,7 @@ impl PodList {
 
     /// The list rendered on the blocking pool and streamed.
     fn off_thread(self, wire: Negotiated<'_>) -> Response<Body> {
-        let expected = self.snapshot.pod_count().saturating_mul(Self::ITEM_BYTES);
+        let expected = self.whole_bytes();
         wire.ok(body::render_off_thread(expected, move |chunks| {
             self.render_chunked(chunks)
         }))
