@@ -25,6 +25,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::buffer;
 use super::http2::{self, Http2Connection, RequestBlock};
+use super::read_ahead::ReadAhead;
 use super::tls::{self, KubeletTls, ALPN_H2};
 use super::{NodeCounters, Protocol, ScrapeFailure};
 use crate::model::ScrapeTarget;
@@ -33,7 +34,7 @@ use crate::model::ScrapeTarget;
 /// the task that drives the connection, even if the kubelet never answers again).
 enum Connection {
     /// Boxed: a TLS session is large, and the connection moves in and out of the client.
-    Http2(Box<Http2Connection<TlsStream<TcpStream>>>),
+    Http2(Box<Http2Connection<TlsStream<ReadAhead<TcpStream>>>>),
     Http1 {
         sender: http1::SendRequest<Empty<Bytes>>,
         _close: oneshot::Sender<()>,
@@ -254,7 +255,7 @@ impl KubeletClient {
         let stream = self
             .tls
             .connector
-            .connect(server_name, tcp)
+            .connect(server_name, ReadAhead::new(tcp))
             .await
             .map_err(|error| {
                 match tls::name_mismatch_message(&self.target.node, &self.target.host, &error) {

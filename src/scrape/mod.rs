@@ -8,6 +8,7 @@
 //! - [`http2`]: the HTTP/2 of one scrape at a time, driven by the scraper's own task.
 //! - [`hpack`]: decoding of the kubelet's response header blocks.
 //! - [`tls`]: the rustls client configuration built from the `--kubelet-*` flags.
+//! - [`read_ahead`]: socket reads in large steps under the TLS layer.
 //! - [`backoff`]: exponential backoff with jitter between reconnects.
 //!
 //! Scraping does not parse and does not store: a successful body goes to a [`ScrapeSink`], which in
@@ -18,6 +19,7 @@ pub mod buffer;
 pub mod client;
 pub mod hpack;
 pub mod http2;
+pub mod read_ahead;
 pub mod scraper;
 pub mod supervisor;
 pub mod tls;

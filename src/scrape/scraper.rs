@@ -216,12 +216,22 @@ impl ScrapeLoop {
     }
 }
 
+/// Scrape slots are rounded down to this grid (or to a tenth of the resolution, if less), so the
+/// scrapes of several nodes on a thread start at one wake-up of it and their answers are read in
+/// few. Spread one by one, every scrape cost two sleeps and wake-ups of its thread; those were
+/// over a third of the CPU per scrape at 1,000 nodes every 15 s (400 µs per scrape with slots
+/// spread to the nanosecond, 250 µs with a 100 ms grid, 195 µs with this one, no better with a
+/// coarser one). Phases still spread the nodes over the whole period, a grid step apart.
+pub const PHASE_GRID: Duration = Duration::from_millis(250);
+
 /// How long until this node's next scrape slot. Slots are `phase + k * resolution` on the wall
-/// clock, with the phase taken from a hash of the node name, so nodes are spread evenly over the
-/// period and a restarted server keeps each node's slot.
+/// clock, with the phase taken from a hash of the node name and rounded down to the grid (see
+/// [`PHASE_GRID`]), so nodes are spread over the period, several to a slot, and a restarted
+/// server keeps each node's slot.
 pub fn delay_to_phase(node: &str, resolution: Duration, now: crate::model::UnixNanos) -> Duration {
     let period = resolution.as_nanos().max(1);
-    let phase = u128::from(fnv1a(node.as_bytes())) % period;
+    let grid = PHASE_GRID.min(resolution / 10).as_nanos().max(1);
+    let phase = u128::from(fnv1a(node.as_bytes())) % period / grid * grid;
     let now = u128::try_from(now.max(0)).unwrap_or(0) % period;
     let delay = (phase + period - now) % period;
     // `delay < period`, which came from a Duration, so it fits back in one.
@@ -253,6 +263,31 @@ mod tests {
             buckets.iter().all(|&n| (100..=300).contains(&n)),
             "{buckets:?}"
         );
+    }
+
+    /// The distinct slots `nodes` nodes fall in, each checked to lie on `grid`.
+    fn slots(
+        nodes: usize,
+        resolution: Duration,
+        grid: Duration,
+    ) -> std::collections::BTreeSet<u128> {
+        (0..nodes)
+            .map(|i| {
+                let delay = delay_to_phase(&format!("node-{i}"), resolution, 0).as_nanos();
+                assert_eq!(delay % grid.as_nanos(), 0, "{delay} ns is off the grid");
+                delay
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nodes_share_slots_on_the_grid() {
+        // 60 slots of 250 ms in 15 s: 1,000 nodes fill them all, about 17 to a slot.
+        let taken = slots(1000, Duration::from_secs(15), PHASE_GRID);
+        assert_eq!(taken.len(), 60, "{taken:?}");
+        // At one second the grid is a tenth of it: 10 slots.
+        let taken = slots(1000, Duration::from_secs(1), Duration::from_millis(100));
+        assert_eq!(taken.len(), 10, "{taken:?}");
     }
 
     proptest! {
