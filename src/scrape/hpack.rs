@@ -1,10 +1,12 @@
 //! Decoding of the header blocks kubelets answer with (HPACK, RFC 7541).
 //!
 //! Owns the decoder's dynamic table and nothing else; knows no frames and no HTTP semantics (the
-//! caller picks the fields it wants from the callback). The client asks kubelets for a table of
+//! caller names the fields it wants). The client asks kubelets for a table of
 //! zero bytes, so in practice nothing is stored between answers; a peer that indexes anyway, up
 //! to the protocol's default 4,096 bytes, is still decoded correctly. Huffman-coded strings are
-//! decoded by `httlib-huffman`'s table-driven decoder into scratch space reused within a block.
+//! decoded by `httlib-huffman`'s table-driven decoder into scratch space reused within a block;
+//! the value of a field nobody wants and the table does not keep (a kubelet's `date`, its
+//! `content-type`) is stepped over, not decoded.
 
 use std::collections::VecDeque;
 
@@ -126,11 +128,13 @@ enum Text<'b> {
 }
 
 impl HeaderDecoder {
-    /// Decodes `block`, calling `field(name, value)` for each field in order. On error, fields
-    /// before it have been reported and the table may be half-updated.
+    /// Decodes `block`, calling `field(name, value)` in order for each field whose name
+    /// `wanted` accepts. On error, fields before it have been reported and the table may be
+    /// half-updated.
     pub fn decode(
         &mut self,
         block: &[u8],
+        wanted: impl Fn(&[u8]) -> bool,
         mut field: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), HpackError> {
         let mut name_scratch = Vec::new();
@@ -142,7 +146,9 @@ impl HeaderDecoder {
                 let (index, after) = integer(rest, 7)?;
                 rest = after;
                 let (name, value) = self.entry(index)?;
-                field(name, value);
+                if wanted(name) {
+                    field(name, value);
+                }
             } else if first & 0xe0 == 0x20 {
                 // Dynamic table size update.
                 let (size, after) = integer(rest, 5)?;
@@ -165,18 +171,24 @@ impl HeaderDecoder {
                 } else {
                     None
                 };
+                let name = match name_text {
+                    Some(Text::Raw(raw)) => raw,
+                    Some(Text::Decoded) => &name_scratch[..],
+                    None => self.entry(name_index)?.0,
+                };
+                if !indexing && !wanted(name) {
+                    rest = skip_string(rest)?;
+                    continue;
+                }
                 let (value_text, after) = string(rest, &mut value_scratch)?;
                 rest = after;
                 let value = match value_text {
                     Text::Raw(raw) => raw,
                     Text::Decoded => &value_scratch[..],
                 };
-                let name = match name_text {
-                    Some(Text::Raw(raw)) => raw,
-                    Some(Text::Decoded) => &name_scratch[..],
-                    None => self.entry(name_index)?.0,
-                };
-                field(name, value);
+                if wanted(name) {
+                    field(name, value);
+                }
                 if indexing {
                     let entry = (Box::from(name), Box::from(value));
                     self.insert(entry);
@@ -258,6 +270,12 @@ fn integer(bytes: &[u8], prefix_bits: u32) -> Result<(usize, &[u8]), HpackError>
     }
 }
 
+/// What follows a string literal, which is not decoded.
+fn skip_string(bytes: &[u8]) -> Result<&[u8], HpackError> {
+    let (len, rest) = integer(bytes, 7)?;
+    rest.get(len..).ok_or(HpackError::Truncated)
+}
+
 /// A string literal (RFC 7541, section 5.2), and what follows it. A Huffman-coded one is decoded
 /// into `scratch` (cleared first).
 fn string<'b>(bytes: &'b [u8], scratch: &mut Vec<u8>) -> Result<(Text<'b>, &'b [u8]), HpackError> {
@@ -285,7 +303,11 @@ mod tests {
 
     fn decode_all(decoder: &mut HeaderDecoder, block: &[u8]) -> Result<Vec<Field>, HpackError> {
         let mut fields = Vec::new();
-        decoder.decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))?;
+        decoder.decode(
+            block,
+            |_| true,
+            |n, v| fields.push((n.to_vec(), v.to_vec())),
+        )?;
         Ok(fields)
     }
 
@@ -309,7 +331,9 @@ mod tests {
         };
         let mut decoder = HeaderDecoder::default();
         // The RFC's examples run with a 256-byte table.
-        decoder.decode(&[0x3f, 0xe1, 0x01], |_, _| {}).unwrap();
+        decoder
+            .decode(&[0x3f, 0xe1, 0x01], |_| true, |_, _| {})
+            .unwrap();
         assert_eq!(decoder.max_size, 256);
         // Each response, the fields it decodes to, and the table's size after it.
         type Example<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
@@ -415,6 +439,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn values_nobody_wants_are_stepped_over_undecoded() {
+        let wanted = |name: &[u8]| name == b":status" || name == b"content-length";
+        // `:status: 200` (indexed), `date` (static 33, not indexed) with a value that is no valid
+        // Huffman code, `content-length: 15` (static 28, not indexed), then `date: x` with
+        // incremental indexing.
+        let block = [
+            0x88, 0x0f, 0x12, 0x84, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x0d, 0x02, b'1', b'5', 0x61,
+            0x01, b'x',
+        ];
+        let mut decoder = HeaderDecoder::default();
+        let mut fields = Vec::new();
+        decoder
+            .decode(&block, wanted, |n, v| fields.push((n.to_vec(), v.to_vec())))
+            .unwrap();
+        assert_eq!(
+            fields,
+            pairs(&[(":status", "200"), ("content-length", "15")])
+        );
+        // A value the table keeps is decoded and kept, wanted or not.
+        assert_eq!(decoder.table_size(), b"date".len() + 1 + ENTRY_OVERHEAD);
+        // Decoding every field finds the bad code.
+        let mut decoder = HeaderDecoder::default();
+        assert_eq!(decode_all(&mut decoder, &block), Err(HpackError::Huffman));
+    }
+
     proptest! {
         /// Whatever an encoder with a dynamic table sends, the decoder reads it back.
         #[test]
@@ -468,7 +518,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..64), 1..6)) {
             let mut decoder = HeaderDecoder::default();
             for block in blocks {
-                let _ = decoder.decode(&block, |_, _| {});
+                let _ = decoder.decode(&block, |_| true, |_, _| {});
                 prop_assert!(decoder.table_size() <= DEFAULT_TABLE_SIZE);
             }
         }

@@ -158,6 +158,11 @@ fn integer(out: &mut Vec<u8>, pattern: u8, prefix_bits: u32, mut value: usize) {
     out.push(value as u8);
 }
 
+/// The response fields a scrape reads; the others are stepped over, not decoded.
+fn wanted_header(name: &[u8]) -> bool {
+    name == b":status" || name == b"content-length"
+}
+
 /// Appends a frame header.
 fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
     // Frame lengths here are at most 2^24 - 1 (checked by the callers), so three bytes hold them.
@@ -352,7 +357,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
                 let mut content_length = None;
                 let mut malformed = false;
                 self.decoder
-                    .decode(&block, |name, value| match name {
+                    .decode(&block, wanted_header, |name, value| match name {
                         b":status" => {
                             status = std::str::from_utf8(value)
                                 .ok()
