@@ -165,18 +165,21 @@ async fn run_in_system(
         Arc::clone(&telemetry),
     )?;
 
-    let router = Arc::new(Router::new(
-        Arc::clone(&store),
-        Arc::new(discovery.clone()),
-        Arc::clone(&telemetry),
-        node_selector,
-        auth(&config).await?,
-        HealthConfig {
-            resolution: config.metric_resolution,
-            startup_grace: config.kubelet_request_timeout + config.metric_resolution,
-            started: routes::now(),
-        },
-    ));
+    let router = Arc::new(
+        Router::new(
+            Arc::clone(&store),
+            Arc::new(discovery.clone()),
+            Arc::clone(&telemetry),
+            node_selector,
+            auth(&config).await?,
+            HealthConfig {
+                resolution: config.metric_resolution,
+                startup_grace: config.kubelet_request_timeout + config.metric_resolution,
+                started: routes::now(),
+            },
+        )
+        .with_answer_budget(config.kept_answers_max_bytes),
+    );
     let shutting_down = router.shutting_down();
     let (stop_serving, serving_stopped) = watch::channel(false);
     let (server_done, mut server_exited) = oneshot::channel::<()>();

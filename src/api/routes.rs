@@ -268,6 +268,13 @@ impl Router {
         self
     }
 
+    /// Keeps up to `bytes` of rendered answers between requests (`--kept-answers-max-bytes`)
+    /// instead of [`answers::DEFAULT_BUDGET_BYTES`].
+    pub fn with_answer_budget(mut self, bytes: usize) -> Self {
+        self.answers = Arc::new(AnswerCache::with_budget(bytes));
+        self
+    }
+
     /// The flag shutdown sets; `/readyz` fails from then on.
     pub fn shutting_down(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.shutting_down)
