@@ -232,7 +232,7 @@ pub struct Config {
     /// Bytes of rendered list answers kept between requests (HPA selections, the whole pod list),
     /// as a Kubernetes quantity (`64Mi`, `512Mi`, `1Gi`). No answer larger than a quarter of it
     /// is kept, so the default keeps the whole pod list up to ~30,000 pods. Not an upstream flag:
-    /// more memory for less CPU on clusters that list all pods often.
+    /// more memory for less CPU on clusters that list all pods often. `0` keeps none.
     #[arg(long, value_name = "QUANTITY", default_value = "64Mi", value_parser = parse_bytes)]
     pub kept_answers_max_bytes: usize,
 
