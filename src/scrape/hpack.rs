@@ -177,7 +177,8 @@ impl HeaderDecoder {
                     None => self.entry(name_index)?.0,
                 };
                 if !indexing && !wanted(name) {
-                    rest = skip_string(rest)?;
+                    // Stepped over undecoded.
+                    rest = raw_string(rest)?.1;
                     continue;
                 }
                 let (value_text, after) = string(rest, &mut value_scratch)?;
@@ -270,21 +271,20 @@ fn integer(bytes: &[u8], prefix_bits: u32) -> Result<(usize, &[u8]), HpackError>
     }
 }
 
-/// What follows a string literal, which is not decoded.
-fn skip_string(bytes: &[u8]) -> Result<&[u8], HpackError> {
+/// A string literal's bytes as sent (Huffman-coded or not), and what follows it.
+fn raw_string(bytes: &[u8]) -> Result<(&[u8], &[u8]), HpackError> {
     let (len, rest) = integer(bytes, 7)?;
-    rest.get(len..).ok_or(HpackError::Truncated)
+    if len > rest.len() {
+        return Err(HpackError::Truncated);
+    }
+    Ok(rest.split_at(len))
 }
 
 /// A string literal (RFC 7541, section 5.2), and what follows it. A Huffman-coded one is decoded
 /// into `scratch` (cleared first).
 fn string<'b>(bytes: &'b [u8], scratch: &mut Vec<u8>) -> Result<(Text<'b>, &'b [u8]), HpackError> {
     let huffman = bytes.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
-    let (len, rest) = integer(bytes, 7)?;
-    if len > rest.len() {
-        return Err(HpackError::Truncated);
-    }
-    let (raw, rest) = rest.split_at(len);
+    let (raw, rest) = raw_string(bytes)?;
     if !huffman {
         return Ok((Text::Raw(raw), rest));
     }
