@@ -4,6 +4,7 @@
 mod auth_support;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_server::api::authn::cache::CacheLimits;
@@ -42,7 +43,7 @@ fn proxied(user: &str, group: &str) -> http::request::Parts {
     )
 }
 
-fn is_unauthenticated(result: &Result<Option<AuthenticatedUser>, AuthnError>) -> bool {
+fn is_unauthenticated(result: &Result<Option<Arc<AuthenticatedUser>>, AuthnError>) -> bool {
     matches!(result, Err(AuthnError::Unauthenticated(_)))
 }
 
@@ -170,7 +171,7 @@ async fn a_chain_through_an_intermediate_ca_is_verified() {
     let (intermediate, intermediate_der) = root.intermediate("client-intermediate");
     let (_api, authenticator) = published(Some(&root), None, &[]).await;
     let leaf = intermediate.client("erin", None, Validity::Current);
-    let chain = PeerCertificates(vec![leaf.0[0].clone(), intermediate_der]);
+    let chain = PeerCertificates(vec![leaf.0[0].clone(), intermediate_der].into());
     let user = authenticator
         .authenticate(&request(PODS, &[]), Some(&chain))
         .await
@@ -218,7 +219,7 @@ async fn a_failed_token_review_is_unauthenticated_and_not_cached() {
 
     api.fail_token_reviews.store(false, Ordering::SeqCst);
     let user = authenticator.authenticate(&parts, None).await.unwrap();
-    assert_eq!(user.map(|u| u.name).as_deref(), Some("frank"));
+    assert_eq!(user.map(|u| u.name.clone()).as_deref(), Some("frank"));
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ async fn serve(authenticator: DelegatedAuthenticator) -> (u16, CertificateDer<'s
                             parts.extensions.insert(peer);
                         }
                         let (status, body) = match authenticator.authenticate_parts(&parts).await {
-                            Ok(Some(user)) => (200, user.name),
+                            Ok(Some(user)) => (200, user.name.clone()),
                             Ok(None) => (200, "anonymous".to_owned()),
                             Err(_) => (401, "Unauthorized".to_owned()),
                         };

@@ -18,50 +18,47 @@
 //!
 //! The hook must not wait on anything the scrape side holds.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::request::Parts;
 
 use super::authn::{AuthenticatedUser, DelegatedAuthenticator};
 use super::authz::{Decision, DelegatedAuthorizer};
 
-/// Who made a request.
+/// Who made a request: the user as authentication established it, shared rather than copied,
+/// since one identity is read by every later step of the request and, for a cached token or
+/// certificate, by every request that presents it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub groups: Vec<String>,
-    /// Empty unless a `TokenReview` gave one.
-    pub uid: String,
-    /// Extra attributes, passed on to `SubjectAccessReview`.
-    pub extra: BTreeMap<String, Vec<String>>,
-}
+pub struct Identity(Arc<AuthenticatedUser>);
+
+/// The one anonymous identity, built once.
+static ANONYMOUS: LazyLock<Arc<AuthenticatedUser>> =
+    LazyLock::new(|| Arc::new(AuthenticatedUser::anonymous()));
 
 impl Identity {
     /// The identity of a request that presented no credentials, as Kubernetes names it.
     pub fn anonymous() -> Self {
-        Identity::from(AuthenticatedUser::anonymous())
+        Identity(Arc::clone(&ANONYMOUS))
     }
+}
 
-    /// The user as the authorizer reviews it.
-    fn to_user(&self) -> AuthenticatedUser {
-        AuthenticatedUser {
-            name: self.user.clone(),
-            uid: self.uid.clone(),
-            groups: self.groups.clone(),
-            extra: self.extra.clone(),
-        }
+impl std::ops::Deref for Identity {
+    type Target = AuthenticatedUser;
+
+    fn deref(&self) -> &AuthenticatedUser {
+        &self.0
     }
 }
 
 impl From<AuthenticatedUser> for Identity {
     fn from(user: AuthenticatedUser) -> Self {
-        Identity {
-            user: user.name,
-            groups: user.groups,
-            uid: user.uid,
-            extra: user.extra,
-        }
+        Identity(Arc::new(user))
+    }
+}
+
+impl From<Arc<AuthenticatedUser>> for Identity {
+    fn from(user: Arc<AuthenticatedUser>) -> Self {
+        Identity(user)
     }
 }
 
@@ -133,15 +130,12 @@ impl Authorizer {
             Authorizer::AllowPaths(paths) if paths.allows(request.uri.path()) => Ok(()),
             Authorizer::AllowPaths(_) => Err(AuthError::Forbidden(format!(
                 "User \"{}\" cannot {} path \"{}\"",
-                identity.user,
+                identity.name,
                 request.method.as_str().to_ascii_lowercase(),
                 request.uri.path()
             ))),
             Authorizer::Delegated(authorizer) => {
-                match authorizer
-                    .authorize_parts(&identity.to_user(), request)
-                    .await
-                {
+                match authorizer.authorize_parts(identity, request).await {
                     Ok(Decision::Allow) => Ok(()),
                     Ok(Decision::Deny { message, .. }) => Err(AuthError::Forbidden(message)),
                     Err(error) => Err(AuthError::Internal(format!(
@@ -234,7 +228,7 @@ mod tests {
 
     #[test]
     fn an_authenticated_user_keeps_uid_and_extra_for_the_review() {
-        let mut extra = BTreeMap::new();
+        let mut extra = std::collections::BTreeMap::new();
         extra.insert("scopes".to_owned(), vec!["read".to_owned()]);
         let user = AuthenticatedUser {
             name: "jane".to_owned(),
@@ -243,9 +237,9 @@ mod tests {
             extra,
         };
         let identity = Identity::from(user.clone());
-        assert_eq!(identity.user, "jane");
-        assert_eq!(identity.to_user(), user);
-        assert_eq!(Identity::anonymous().user, "system:anonymous");
+        assert_eq!(identity.name, "jane");
+        assert_eq!(*identity, user);
+        assert_eq!(Identity::anonymous().name, "system:anonymous");
         assert_eq!(Identity::anonymous().groups, ["system:unauthenticated"]);
     }
 

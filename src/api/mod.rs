@@ -7,6 +7,7 @@ pub mod answers;
 pub mod auth;
 pub mod authn;
 pub mod authz;
+pub mod batched_writes;
 pub mod body;
 pub mod discovery_docs;
 pub mod gofmt;

@@ -12,13 +12,16 @@
 //! one kept. The poll runs on its own small thread, which ends once the configuration is dropped.
 //!
 //! [`serve`] runs on whatever tokio runtime it is spawned on; the binary gives it a multi-thread
-//! runtime of its own with a worker per core (see `app`). Not several single-threaded arbiters
-//! accepting from one listener: the aggregator sends every request over a few HTTP/2
-//! connections, and hyper spawns each stream's handler as a task of its own, so on a work-stealing
-//! runtime the streams of one connection are served on every core, where an arbiter would pin a
-//! connection, and all its streams, to one thread. A handler does no blocking work on a worker:
+//! runtime of its own with a worker per core (see `app`). Each connection is a task. A stream's
+//! handler gets its first poll on the connection's task, where hyper hands the stream over
+//! ([`FirstPollInline`]); most requests finish there, and their responses leave together, in
+//! few writes ([`crate::api::batched_writes`]). A handler that has to wait (a review in flight, a
+//! long list) goes on as a task of its own, so on the work-stealing runtime it runs on any core
+//! and holds up neither its connection nor others. A handler does no blocking work on a worker:
 //! small answers render in microseconds, and lists long enough to take milliseconds render on the
-//! runtime's blocking pool and stream from there (see [`crate::api::body`]).
+//! runtime's blocking pool and stream from there (see [`crate::api::body`]). The cost: what
+//! finishes in its first poll runs on its connection's thread, so one connection's short
+//! requests use one core at a time, as its TLS and HTTP/2 framing always did.
 
 use std::convert::Infallible;
 use std::io;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
@@ -45,6 +48,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::authn::tls::AcceptAnyClientCert;
 use crate::api::authn::PeerCertificates;
+use crate::api::batched_writes::{counting_turns, BatchedWrites, Turns};
 use crate::api::routes::Router;
 use crate::config::{cipher_suite_support, TlsVersion};
 
@@ -390,6 +394,32 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServerError
     file.write_all(contents).map_err(wrap)
 }
 
+/// Runs each HTTP/2 stream's first poll on the connection's own task, right where hyper hands
+/// the stream over, and spawns it as a task of its own only if that poll does not finish it.
+///
+/// Most requests finish in that first poll (a kept answer, a small list). Their responses are
+/// then queued on the connection before it next writes, so the responses to all the requests one
+/// read brought in leave in one write, and no task is spawned, scheduled and woken for each. A
+/// request that waits (a review in flight, a long list rendered on the blocking pool) goes on as
+/// its own task: once spawned, it is polled again at once with a real waker, so nothing that
+/// became ready in between is missed.
+#[derive(Clone, Copy, Debug, Default)]
+struct FirstPollInline;
+
+impl<F> hyper::rt::Executor<F> for FirstPollInline
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let mut future = Box::pin(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        if future.as_mut().poll(&mut context).is_pending() {
+            tokio::spawn(future);
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` turns true (or its sender is dropped), then stops accepting
 /// and lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
 pub async fn serve(
@@ -400,7 +430,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(FirstPollInline);
     // The timers make hyper enforce its HTTP/1 header-read timeout (a peer trickling headers is
     // dropped) and let HTTP/2 keep-alive pings find dead peers.
     builder
@@ -443,11 +473,12 @@ pub async fn serve(
                             return;
                         }
                     };
+                    // Shared by the connection's requests, not copied into each.
                     let peer_certificates = PeerCertificates(
                         tls.get_ref()
                             .1
                             .peer_certificates()
-                            .map(<[_]>::to_vec)
+                            .map(Arc::from)
                             .unwrap_or_default(),
                     );
                     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -457,8 +488,12 @@ pub async fn serve(
                         request.extensions_mut().insert(peer_certificates.clone());
                         async move { Ok::<_, Infallible>(router.handle(request).await) }
                     });
-                    let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
+                    // Responses over HTTP/2 are gathered into few writes (see `batched_writes`).
+                    let gathering = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let turns = Turns::default();
+                    let io = BatchedWrites::new(tls, turns.clone(), gathering);
+                    let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+                    if let Err(error) = counting_turns(turns, watcher.watch(connection)).await {
                         tracing::debug!(%peer, %error, "Connection ended with an error.");
                     }
                 });

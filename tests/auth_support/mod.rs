@@ -397,7 +397,7 @@ impl Ca {
         }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        PeerCertificates(vec![cert.der().clone()])
+        PeerCertificates(vec![cert.der().clone()].into())
     }
 }
 

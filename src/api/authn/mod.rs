@@ -61,7 +61,7 @@ pub const ALL_UNAUTHENTICATED: &str = "system:unauthenticated";
 /// puts it in the request's extensions; its CA is checked only by
 /// [`DelegatedAuthenticator::authenticate`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerCertificates(pub Vec<CertificateDer<'static>>);
+pub struct PeerCertificates(pub Arc<[CertificateDer<'static>]>);
 
 /// Who a request comes from, as authentication established it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -366,16 +366,17 @@ impl DelegatedAuthenticator {
         &self,
         parts: &Parts,
         peer: Option<&PeerCertificates>,
-    ) -> Result<Option<AuthenticatedUser>, AuthnError> {
+    ) -> Result<Option<Arc<AuthenticatedUser>>, AuthnError> {
         let mut rejections = Vec::new();
         if let Some(chain) = peer.filter(|chain| !chain.0.is_empty()) {
             if let Some(user) = self.authenticate_certificate(parts, chain, &mut rejections) {
-                return Ok(Some(user.with_authenticated_group()));
+                return Ok(Some(Arc::new(user.with_authenticated_group())));
             }
         }
         if let Some(token) = bearer_token(&parts.headers) {
+            // The token cache holds users with the authenticated group already added.
             match self.inner.tokens.review(token).await {
-                Ok(Some(user)) => return Ok(Some(user.with_authenticated_group())),
+                Ok(Some(user)) => return Ok(Some(user)),
                 Ok(None) => rejections.push("invalid bearer token".to_owned()),
                 Err(error) => {
                     tracing::error!(error = %error, "Unable to review a bearer token.");
@@ -400,7 +401,7 @@ impl DelegatedAuthenticator {
     pub async fn authenticate_parts(
         &self,
         parts: &Parts,
-    ) -> Result<Option<AuthenticatedUser>, AuthnError> {
+    ) -> Result<Option<Arc<AuthenticatedUser>>, AuthnError> {
         self.authenticate(parts, parts.extensions.get::<PeerCertificates>())
             .await
     }

@@ -4,6 +4,7 @@
 //! so a revoked token keeps working for at most that long; a review that could not be made is not
 //! cached. The cache is keyed by the token's SHA-256, never by the token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -16,8 +17,9 @@ use super::AuthenticatedUser;
 #[derive(Clone)]
 pub struct TokenAuthenticator {
     client: kube::Client,
-    /// `None` answers are tokens the API server did not authenticate.
-    cache: ReviewCache<Option<AuthenticatedUser>>,
+    /// `None` answers are tokens the API server did not authenticate. A user is kept with the
+    /// authenticated group added, and shared by every request that presents its token.
+    cache: ReviewCache<Option<Arc<AuthenticatedUser>>>,
 }
 
 impl std::fmt::Debug for TokenAuthenticator {
@@ -37,12 +39,11 @@ impl TokenAuthenticator {
     }
 
     /// The user the token belongs to, `None` if the API server does not authenticate it.
-    pub async fn review(&self, token: &str) -> Result<Option<AuthenticatedUser>, ReviewError> {
-        let client = self.client.clone();
-        let token = token.to_owned();
+    pub async fn review(&self, token: &str) -> Result<Option<Arc<AuthenticatedUser>>, ReviewError> {
+        // The review is set up only when the cache has no answer.
         self.cache
-            .get_or_review(digest(token.as_bytes()), move || {
-                bounded(review(client, token))
+            .get_or_review(digest(token.as_bytes()), || {
+                bounded(review(self.client.clone(), token.to_owned()))
             })
             .await
     }
@@ -56,7 +57,7 @@ impl TokenAuthenticator {
 async fn review(
     client: kube::Client,
     token: String,
-) -> Result<Option<AuthenticatedUser>, ReviewError> {
+) -> Result<Option<Arc<AuthenticatedUser>>, ReviewError> {
     let request = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token),
@@ -84,10 +85,11 @@ async fn review(
     if name.is_empty() {
         return Ok(None);
     }
-    Ok(Some(AuthenticatedUser {
+    let user = AuthenticatedUser {
         name,
         uid: user.uid.unwrap_or_default(),
         groups: user.groups.unwrap_or_default(),
         extra: user.extra.unwrap_or_default(),
-    }))
+    };
+    Ok(Some(Arc::new(user.with_authenticated_group())))
 }

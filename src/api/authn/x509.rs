@@ -133,7 +133,7 @@ impl CaPool {
 /// SHA-256 over the chain's certificates, each preceded by its length.
 fn chain_digest(chain: &PeerCertificates) -> [u8; 32] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for certificate in &chain.0 {
+    for certificate in chain.0.iter() {
         context.update(&(certificate.len() as u64).to_be_bytes());
         context.update(certificate.as_ref());
     }
@@ -211,7 +211,7 @@ mod tests {
         let cert = params
             .signed_by(&KeyPair::generate().unwrap(), issuer)
             .unwrap();
-        PeerCertificates(vec![cert.der().clone()])
+        PeerCertificates(vec![cert.der().clone()].into())
     }
 
     fn at(secs: u64) -> UnixTime {

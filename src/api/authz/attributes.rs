@@ -2,6 +2,8 @@
 //! group, version, resource, subresource, namespace, name) for API paths, non-resource attributes
 //! (path, verb) for everything else, derived from the method and path as Kubernetes derives them.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 /// A request's attributes for authorization.
@@ -153,18 +155,26 @@ fn resource_attributes(method: &Method, path: &str, query: &str) -> Option<Resou
     Some(attributes)
 }
 
-fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
+/// The values `query` gives `key`, decoded. Names and values without an escape are read in place.
+fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
     query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(k) == key).then(|| decode(v))
     })
 }
 
-fn decode(text: &str) -> String {
+/// A query name or value with `+` read as a space and percent escapes decoded (invalid UTF-8
+/// replaced), as Go's `url.ParseQuery` reads it.
+fn decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['+', '%']) {
+        return Cow::Borrowed(text);
+    }
     let text = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&text)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// Go's `strconv.ParseBool` truths.

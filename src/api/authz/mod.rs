@@ -130,11 +130,12 @@ impl DelegatedAuthorizer {
             return Ok(Decision::Allow);
         }
         let key = cache_key(user, attrs);
-        let review = review_for(user, attrs);
-        let client = self.client.clone();
+        // The review is set up only when the cache has no answer.
         let verdict = self
             .cache
-            .get_or_review(key, move || bounded(ask(client, review)))
+            .get_or_review(key, || {
+                bounded(ask(self.client.clone(), review_for(user, attrs)))
+            })
             .await
             .inspect_err(|error| {
                 tracing::error!(user = %user.name, error = %error, "Unable to review access.");

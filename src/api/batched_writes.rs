@@ -1,0 +1,376 @@
+//! An HTTP/2 connection's responses gathered into few writes.
+//!
+//! hyper's HTTP/2 server writes out and flushes what is queued each time it takes the next
+//! request of a read. Every response then went out as a TLS record and a `writev` of its own,
+//! and over loopback each `writev` is also a pass through the peer's TCP stack: the largest
+//! single cost of a small answer. [`BatchedWrites`] sits between HTTP/2 and TLS. Writes are
+//! gathered in a buffer. A flush during the connection's current *turn* (one poll of its task,
+//! counted by [`counting_turns`]) is answered at once but put off: the task is woken to run
+//! again after the tasks already waiting, and the first flush of a later turn writes everything
+//! gathered. So the responses to all the requests one read brought in, and to those that
+//! finished elsewhere meanwhile, leave in one write of large records.
+//!
+//! The put-off write is always made: the wake guarantees a later turn, and every turn of an
+//! HTTP/2 connection ends by flushing. Shutdown writes what is gathered first. At most
+//! [`MAX_GATHERED`] bytes wait; past that a write goes out before more are taken.
+//!
+//! Owns only the gathered bytes; reads pass straight through. HTTP/1.1 connections (one
+//! response at a time, nothing to gather) pass straight through as well.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The most bytes gathered before a write goes out regardless of the turn.
+pub const MAX_GATHERED: usize = 256 * 1024;
+
+/// A gathering buffer larger than this is given back once written out, so an idle connection
+/// holds little.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// Counts the polls of one connection's task; shared by the task and its transport.
+#[derive(Clone, Debug, Default)]
+pub struct Turns(Arc<AtomicU64>);
+
+impl Turns {
+    fn current(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `connection`, advancing `turns` each time its task polls it.
+pub async fn counting_turns<F: Future>(turns: Turns, connection: F) -> F::Output {
+    let mut connection = std::pin::pin!(connection);
+    std::future::poll_fn(|cx| {
+        turns.advance();
+        connection.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A transport whose writes are gathered and written out one turn later (see the module docs).
+#[derive(Debug)]
+pub struct BatchedWrites<S> {
+    inner: S,
+    /// Off for HTTP/1.1: every call passes straight through.
+    gathering: bool,
+    gathered: Vec<u8>,
+    /// How much of `gathered` is already written out.
+    written: usize,
+    turns: Turns,
+    /// The turn in which a flush was answered without writing; a flush in any later turn
+    /// writes.
+    put_off_in: Option<u64>,
+}
+
+impl<S> BatchedWrites<S> {
+    /// Gathers writes when `gathering` (HTTP/2); passes them straight through otherwise.
+    pub fn new(inner: S, turns: Turns, gathering: bool) -> Self {
+        BatchedWrites {
+            inner,
+            gathering,
+            gathered: Vec::new(),
+            written: 0,
+            turns,
+            put_off_in: None,
+        }
+    }
+
+    /// The transport underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn waiting(&self) -> usize {
+        self.gathered.len() - self.written
+    }
+}
+
+impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
+    /// Writes out everything gathered.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.gathered.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.written = 0;
+        if self.gathered.capacity() > KEPT_CAPACITY {
+            self.gathered = Vec::new();
+        } else {
+            self.gathered.clear();
+        }
+        self.put_off_in = None;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room before more is gathered.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.waiting() >= MAX_GATHERED {
+            ready!(self.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for BatchedWrites<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if !self.gathering {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        ready!(self.poll_room(cx))?;
+        self.gathered.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if !self.gathering {
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        }
+        ready!(self.poll_room(cx))?;
+        let mut taken = 0;
+        for buf in bufs {
+            self.gathered.extend_from_slice(buf);
+            taken += buf.len();
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.gathering || self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.waiting() > 0 {
+            let turn = self.turns.current();
+            match self.put_off_in {
+                None => {
+                    // Answered now, written in a later turn: the wake makes sure there is one.
+                    self.put_off_in = Some(turn);
+                    cx.waker().wake_by_ref();
+                    return Poll::Ready(Ok(()));
+                }
+                Some(put_off) if put_off == turn => return Poll::Ready(Ok(())),
+                Some(_) => ready!(self.poll_write_out(cx))?,
+            }
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// A transport that records each write it is given, taking at most `step` bytes a call.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        step: Option<usize>,
+        shut: bool,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = self.step.map_or(buf.len(), |step| step.min(buf.len()));
+            self.writes.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn write(io: &mut BatchedWrites<Recorder>, cx: &mut Context<'_>, bytes: &[u8]) {
+        let taken = Pin::new(io).poll_write(cx, bytes);
+        assert!(matches!(taken, Poll::Ready(Ok(n)) if n == bytes.len()));
+    }
+
+    fn flush(io: &mut BatchedWrites<Recorder>, cx: &mut Context<'_>) {
+        assert!(matches!(Pin::new(io).poll_flush(cx), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn flushes_of_one_turn_are_written_together_in_the_next() {
+        let turns = Turns::default();
+        let waker = Arc::new(CountingWaker::default());
+        let waker_handle = std::task::Waker::from(Arc::clone(&waker));
+        let mut cx = Context::from_waker(&waker_handle);
+        let mut io = BatchedWrites::new(Recorder::default(), turns.clone(), true);
+
+        turns.advance();
+        write(&mut io, &mut cx, b"first response;");
+        flush(&mut io, &mut cx);
+        write(&mut io, &mut cx, b"second;");
+        io.poll_write_vectored_all(&mut cx, &[b"third ", b"in two parts;"]);
+        flush(&mut io, &mut cx);
+        assert!(
+            io.get_ref().writes.is_empty(),
+            "nothing written in the turn"
+        );
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "one wake for the turn");
+
+        turns.advance();
+        flush(&mut io, &mut cx);
+        assert_eq!(
+            io.get_ref().writes,
+            [b"first response;second;third in two parts;".to_vec()]
+        );
+
+        // Nothing waiting: a flush passes through without a wake.
+        flush(&mut io, &mut cx);
+        assert_eq!(io.get_ref().writes.len(), 1);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_short_transport_gets_everything_in_order() {
+        let turns = Turns::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let recorder = Recorder {
+            step: Some(3),
+            ..Recorder::default()
+        };
+        let mut io = BatchedWrites::new(recorder, turns.clone(), true);
+        write(&mut io, &mut cx, b"abcdefgh");
+        flush(&mut io, &mut cx);
+        turns.advance();
+        flush(&mut io, &mut cx);
+        assert_eq!(io.get_ref().writes.concat(), b"abcdefgh");
+        assert_eq!(io.get_ref().writes.len(), 3);
+    }
+
+    #[test]
+    fn past_the_limit_a_write_goes_out_before_more_is_taken() {
+        let turns = Turns::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut io = BatchedWrites::new(Recorder::default(), turns, true);
+        let block = vec![7u8; MAX_GATHERED];
+        write(&mut io, &mut cx, &block);
+        assert!(io.get_ref().writes.is_empty());
+        write(&mut io, &mut cx, b"next");
+        assert_eq!(io.get_ref().writes, [block]);
+        assert_eq!(io.waiting(), 4);
+    }
+
+    #[test]
+    fn shutdown_writes_what_waits_first() {
+        let turns = Turns::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut io = BatchedWrites::new(Recorder::default(), turns, true);
+        write(&mut io, &mut cx, b"goaway");
+        flush(&mut io, &mut cx);
+        assert!(matches!(
+            Pin::new(&mut io).poll_shutdown(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(io.get_ref().writes, [b"goaway".to_vec()]);
+        assert!(io.get_ref().shut);
+    }
+
+    #[test]
+    fn http1_passes_straight_through() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut io = BatchedWrites::new(Recorder::default(), Turns::default(), false);
+        write(&mut io, &mut cx, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(io.get_ref().writes, [b"HTTP/1.1 200 OK\r\n".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn counting_turns_advances_once_per_poll() {
+        let turns = Turns::default();
+        let mut polls = 0;
+        let pending_twice = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(polls)
+            }
+        });
+        assert_eq!(counting_turns(turns.clone(), pending_twice).await, 3);
+        assert_eq!(turns.current(), 3);
+    }
+
+    impl BatchedWrites<Recorder> {
+        fn poll_write_vectored_all(&mut self, cx: &mut Context<'_>, parts: &[&[u8]]) {
+            let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            let taken = Pin::new(self).poll_write_vectored(cx, &slices);
+            assert!(matches!(taken, Poll::Ready(Ok(n)) if n == total));
+        }
+    }
+}
