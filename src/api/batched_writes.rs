@@ -14,9 +14,12 @@
 //! HTTP/2 connection ends by flushing. Shutdown writes what is gathered first. At most
 //! [`MAX_GATHERED`] bytes wait; past that a write goes out before more are taken.
 //!
-//! Owns only the gathered bytes; reads pass straight through. HTTP/1.1 connections (one
-//! response at a time, nothing to gather) pass straight through as well.
+//! Owns only the gathered bytes; reads pass straight through. The buffer comes from a small
+//! per-thread pool and goes back once written out, so an idle connection holds none and a busy
+//! one never grows or faults in a new one. HTTP/1.1 connections (one response at a time,
+//! nothing to gather) pass straight through as well.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -26,12 +29,36 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most bytes gathered before a write goes out regardless of the turn.
-pub const MAX_GATHERED: usize = 256 * 1024;
+/// The most bytes gathered before a write goes out regardless of the turn: the capacity of a
+/// gathering buffer, which therefore never grows.
+pub const MAX_GATHERED: usize = 128 * 1024;
 
-/// A gathering buffer larger than this is given back once written out, so an idle connection
-/// holds little.
-const KEPT_CAPACITY: usize = 64 * 1024;
+/// Gathering buffers kept per thread for the connections that gather at the same instant. A
+/// connection holds one only while it has bytes waiting.
+const KEPT_PER_THREAD: usize = 4;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    BUFFERS
+        .try_with(|pool| pool.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(MAX_GATHERED))
+}
+
+fn give_back(mut buffer: Vec<u8>) {
+    buffer.clear();
+    // A thread being torn down drops the buffer instead.
+    let _ = BUFFERS.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < KEPT_PER_THREAD {
+            pool.push(buffer);
+        }
+    });
+}
 
 /// Counts the polls of one connection's task; shared by the task and its transport.
 #[derive(Clone, Debug, Default)]
@@ -96,7 +123,7 @@ impl<S> BatchedWrites<S> {
 }
 
 impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
-    /// Writes out everything gathered.
+    /// Writes out everything gathered, and gives the buffer back to the thread's pool.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.gathered.len() {
             let n =
@@ -107,21 +134,32 @@ impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
             self.written += n;
         }
         self.written = 0;
-        if self.gathered.capacity() > KEPT_CAPACITY {
-            self.gathered = Vec::new();
-        } else {
-            self.gathered.clear();
+        if self.gathered.capacity() > 0 {
+            give_back(std::mem::take(&mut self.gathered));
         }
         self.put_off_in = None;
         Poll::Ready(Ok(()))
     }
 
-    /// Makes room before more is gathered.
-    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.waiting() >= MAX_GATHERED {
+    /// Takes `parts` into the buffer, writing out what waits first if they would not fit.
+    /// Everything offered is taken, unless that first write-out cannot finish now.
+    fn poll_gather<'b>(
+        &mut self,
+        cx: &mut Context<'_>,
+        parts: impl Iterator<Item = &'b [u8]> + Clone,
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = parts.clone().map(<[u8]>::len).sum();
+        if self.waiting() > 0 && self.gathered.len() + total > MAX_GATHERED {
             ready!(self.poll_write_out(cx))?;
         }
-        Poll::Ready(Ok(()))
+        if self.gathered.capacity() == 0 {
+            self.gathered = take_buffer();
+        }
+        // Past the capacity only when one write alone is larger; then the buffer grows for it.
+        for part in parts {
+            self.gathered.extend_from_slice(part);
+        }
+        Poll::Ready(Ok(total))
     }
 }
 
@@ -144,9 +182,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
         if !self.gathering {
             return Pin::new(&mut self.inner).poll_write(cx, buf);
         }
-        ready!(self.poll_room(cx))?;
-        self.gathered.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_gather(cx, std::iter::once(buf))
     }
 
     fn poll_write_vectored(
@@ -157,13 +193,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<S> {
         if !self.gathering {
             return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         }
-        ready!(self.poll_room(cx))?;
-        let mut taken = 0;
-        for buf in bufs {
-            self.gathered.extend_from_slice(buf);
-            taken += buf.len();
-        }
-        Poll::Ready(Ok(taken))
+        self.poll_gather(cx, bufs.iter().map(|buf| &**buf))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -287,6 +317,11 @@ mod tests {
         assert_eq!(
             io.get_ref().writes,
             [b"first response;second;third in two parts;".to_vec()]
+        );
+        assert_eq!(
+            io.gathered.capacity(),
+            0,
+            "the buffer went back to the pool"
         );
 
         // Nothing waiting: a flush passes through without a wake.
