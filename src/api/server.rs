@@ -525,6 +525,34 @@ mod tests {
         dir
     }
 
+    #[tokio::test]
+    async fn a_stream_that_finishes_in_its_first_poll_runs_inline_and_one_that_waits_as_a_task() {
+        use hyper::rt::Executor;
+        use std::sync::atomic::AtomicBool;
+
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&finished);
+        FirstPollInline.execute(async move { done.store(true, Ordering::SeqCst) });
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "a stream that needs nothing ran before `execute` returned"
+        );
+
+        let (answer, waiting) = tokio::sync::oneshot::channel::<u32>();
+        let (result, outcome) = tokio::sync::oneshot::channel::<u32>();
+        FirstPollInline.execute(async move {
+            let value = waiting.await.unwrap_or(0);
+            let _ = result.send(value + 1);
+        });
+        // The waiting stream went on as a task: what it waits for arrives later and it finishes.
+        answer.send(41).unwrap();
+        let value = tokio::time::timeout(Duration::from_secs(10), outcome)
+            .await
+            .expect("the spawned stream finished")
+            .unwrap();
+        assert_eq!(value, 42);
+    }
+
     #[test]
     fn a_generated_pair_is_written_once_and_reused() {
         let dir = temp_dir("certs");

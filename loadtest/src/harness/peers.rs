@@ -414,7 +414,16 @@ impl Prometheus {
             return Err(PeerError::NoTargets(list_path));
         }
         let dir = state_dir.join("prometheus");
-        mkdir(&dir.join("data"))?;
+        // Each run starts from an empty TSDB: one left by earlier runs in the same report
+        // directory would be replayed at start (hundreds of MB after a few runs, longer than
+        // the wait for readiness) and would grow without bound.
+        let data = dir.join("data");
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(PeerError::Write { path: data, source }),
+        }
+        mkdir(&data)?;
         let config = dir.join("prometheus.yml");
         write(&config, prometheus_config(state_dir, &targets, interval))?;
         let port = free_port()?;
