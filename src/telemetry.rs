@@ -4,7 +4,7 @@
 //! touch `prometheus_client` themselves; the API only encodes. Per-node series are removed when the
 //! node goes away, so node churn does not grow the registry.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -122,6 +122,8 @@ pub struct Telemetry {
     kept_answer_bytes: Gauge,
     /// Unix nanoseconds when collection last made progress, for `/livez`.
     last_collection: AtomicI64,
+    /// The length of the last exposition, to size the next one's buffer.
+    last_encoded_bytes: AtomicUsize,
 }
 
 impl Default for Telemetry {
@@ -196,6 +198,7 @@ impl Telemetry {
             kept_answers,
             kept_answer_bytes,
             last_collection: AtomicI64::new(0),
+            last_encoded_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -277,10 +280,16 @@ impl Telemetry {
     }
 
     /// The Prometheus text exposition of every metric.
+    ///
+    /// The text is written into a buffer sized from the last exposition's length: with a
+    /// histogram per node it runs to megabytes, and growing a buffer that size by doubling
+    /// copied it a dozen times and faulted in fresh (huge) pages at each step.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let last = self.last_encoded_bytes.load(Ordering::Relaxed);
+        let mut out = String::with_capacity((last + last / 16).max(4096));
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        self.last_encoded_bytes.store(out.len(), Ordering::Relaxed);
         out
     }
 }
@@ -403,6 +412,26 @@ mod tests {
             text.contains("metrics_server_api_metric_freshness_seconds_count 8"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_exposition_is_written_into_a_buffer_sized_by_the_last_one() {
+        let telemetry = Telemetry::new();
+        for n in 0..200 {
+            telemetry
+                .node_request_series(&format!("node-{n}"))
+                .record(1_700_000_000.0, 0.01, true);
+        }
+        let first = telemetry.encode();
+        assert!(
+            first.len() > 4096,
+            "a histogram per node: {} bytes",
+            first.len()
+        );
+        let second = telemetry.encode();
+        assert_eq!(second, first);
+        // Sized once from the first, never grown.
+        assert_eq!(second.capacity(), first.len() + first.len() / 16);
     }
 
     #[test]
