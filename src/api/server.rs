@@ -414,8 +414,17 @@ where
     fn execute(&self, future: F) {
         let mut future = Box::pin(future);
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        if future.as_mut().poll(&mut context).is_pending() {
-            tokio::spawn(future);
+        // A handler that panics ends its own stream, as it would in a task of its own, and not
+        // the connection (for the aggregator, every client's requests) around it.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut context)
+        }));
+        match first {
+            Ok(std::task::Poll::Pending) => {
+                tokio::spawn(future);
+            }
+            Ok(std::task::Poll::Ready(_)) => {}
+            Err(_) => tracing::error!("A request handler panicked; its stream was dropped."),
         }
     }
 }
@@ -551,6 +560,12 @@ mod tests {
             .expect("the spawned stream finished")
             .unwrap();
         assert_eq!(value, 42);
+
+        // A panic in the first poll stays in its stream.
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        FirstPollInline.execute(async { panic!("a handler bug") });
+        std::panic::set_hook(quiet);
     }
 
     #[test]
