@@ -5,35 +5,14 @@
 #[path = "common/tls_api.rs"]
 mod tls_api;
 
-use std::time::Duration;
-
 use http::Method;
-use metrics_server::api::server::TlsSettings;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use tls_api::{connect, connector, h2, populated, scratch, send, serve};
+use tls_api::{send, serve_generated};
 
 const NODES: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_of_a_busy_connection_gets_its_own_answer() {
-    let dir = scratch("concurrent-streams");
-    let (store, cluster) = populated(NODES);
-    let running = serve(
-        store,
-        cluster,
-        &TlsSettings {
-            cert_dir: dir.clone(),
-            ..TlsSettings::default()
-        },
-        Duration::from_secs(60),
-    )
-    .await;
-    let pem = std::fs::read(dir.join("apiserver.crt")).unwrap();
-    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .map(Result::unwrap)
-        .collect();
-    let sender = h2(connect(running.address, &connector(&roots)).await).await;
+    let (running, sender, dir) = serve_generated("concurrent-streams", NODES).await;
 
     // Every node, every namespace's pods, and a missing node, four times over, all at once.
     let mut asked = Vec::new();

@@ -5,14 +5,9 @@
 #[path = "common/tls_api.rs"]
 mod tls_api;
 
-use std::time::Duration;
-
 use http::Method;
 use metrics_server::api::openapi;
-use metrics_server::api::server::TlsSettings;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use tls_api::{connect, connector, h2, populated, scratch, send, serve, Running};
+use tls_api::{send, serve_generated, Running};
 
 const KUBECTL_GET: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 const CLIENT_GO_PROTOBUF: &str = "application/vnd.kubernetes.protobuf, */*";
@@ -26,24 +21,7 @@ async fn start(
     hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
     std::path::PathBuf,
 ) {
-    let dir = scratch(name);
-    let (store, cluster) = populated(3);
-    let running = serve(
-        store,
-        cluster,
-        &TlsSettings {
-            cert_dir: dir.clone(),
-            ..TlsSettings::default()
-        },
-        Duration::from_secs(60),
-    )
-    .await;
-    let pem = std::fs::read(dir.join("apiserver.crt")).unwrap();
-    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .map(Result::unwrap)
-        .collect();
-    let sender = h2(connect(running.address, &connector(&roots)).await).await;
-    (running, sender, dir)
+    serve_generated(name, 3).await
 }
 
 // === a minimal protobuf reader ===

@@ -20,6 +20,7 @@ use metrics_server::api::server::{self, ServingTls, TlsSettings};
 use metrics_server::model::{ContainerScrape, Labels, MetricsPoint, Name, NodeScrape, PodScrape};
 use metrics_server::store::{Store, StoreConfig};
 use metrics_server::telemetry::Telemetry;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -153,6 +154,33 @@ pub async fn serve(
         stop,
         served,
     }
+}
+
+/// Serves `populated(nodes)` with a self-signed pair generated into a scratch directory for
+/// `name`, and connects an HTTP/2 client that trusts it. Returns the server, the client and the
+/// directory (for the caller to remove).
+pub async fn serve_generated(
+    name: &str,
+    nodes: usize,
+) -> (Running, SendRequest<Empty<Bytes>>, PathBuf) {
+    let dir = scratch(name);
+    let (store, cluster) = populated(nodes);
+    let running = serve(
+        store,
+        cluster,
+        &TlsSettings {
+            cert_dir: dir.clone(),
+            ..TlsSettings::default()
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    let pem = std::fs::read(dir.join("apiserver.crt")).unwrap();
+    let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .map(Result::unwrap)
+        .collect();
+    let sender = h2(connect(running.address, &connector(&roots)).await).await;
+    (running, sender, dir)
 }
 
 /// A client trusting exactly `roots`, offering h2 then HTTP/1.1, never resuming sessions.
