@@ -231,9 +231,9 @@ pub struct Config {
 
     /// Bytes of rendered list answers kept between requests (HPA selections, the whole pod list),
     /// as a Kubernetes quantity (`64Mi`, `512Mi`, `1Gi`). No answer larger than a quarter of it
-    /// is kept, so the default keeps the whole pod list up to ~30,000 pods. Not an upstream flag:
-    /// more memory for less CPU on clusters that list all pods often. `0` keeps none.
-    #[arg(long, value_name = "QUANTITY", default_value = "64Mi", value_parser = parse_bytes)]
+    /// is kept, so the default keeps the whole pod list up to ~250,000 pods. Not an upstream
+    /// flag: memory for CPU on clusters that list all pods often. `0` keeps none.
+    #[arg(long, value_name = "QUANTITY", default_value = "512Mi", value_parser = parse_bytes)]
     pub kept_answers_max_bytes: usize,
 
     /// Log verbosity, klog style: 0-1 info, 2-4 debug, 5 and above trace.
@@ -572,8 +572,8 @@ mod tests {
             parse(&[]).unwrap().kept_answers_max_bytes,
             crate::api::answers::DEFAULT_BUDGET_BYTES
         );
-        let config = parse(&["--kept-answers-max-bytes=512Mi"]).unwrap();
-        assert_eq!(config.kept_answers_max_bytes, 512 << 20);
+        let config = parse(&["--kept-answers-max-bytes=64Mi"]).unwrap();
+        assert_eq!(config.kept_answers_max_bytes, 64 << 20);
     }
 
     #[test]

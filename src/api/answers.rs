@@ -18,9 +18,10 @@
 //!
 //! Only JSON answers are kept. The cache is bounded by the bytes of the bodies it holds; past
 //! its budget, about half of the answers are dropped. No answer larger than a
-//! [`MAX_SHARE`]th of the budget is kept, so the whole list of a large cluster (tens of MB, most
-//! of its pods changed by the time it is asked again) neither crowds the selections out nor
-//! holds memory for nothing; it is walked each time, as before.
+//! [`MAX_SHARE`]th of the budget is kept, so no one answer crowds the others out. The default
+//! budget (512 MiB) keeps the whole pod list up to ~250,000 pods (~100 MB of JSON): a refresh
+//! then copies a sequential body and fetches only the changed pods, where a walk goes from pod
+//! to pod across every node's entry. A larger list is walked each time.
 //!
 //! Reads only snapshots and views handed to it; never the store's writer side.
 
@@ -37,7 +38,7 @@ use crate::model::{Labels, UnixNanos};
 use crate::store::{PodSource, ServedPod, Snapshot};
 
 /// The bytes of answer bodies kept at most.
-pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
+pub const DEFAULT_BUDGET_BYTES: usize = 512 << 20;
 
 /// No answer larger than this share of the budget is kept (a quarter).
 pub const MAX_SHARE: usize = 4;
@@ -307,6 +308,7 @@ impl Answer {
     fn refreshed(&self, snapshot: &Snapshot, now: UnixNanos) -> Option<Answer> {
         let now_text = gofmt::rfc3339(now);
         let restamp = second_of(now) != self.second;
+        let mut lookup = snapshot.source_lookup();
         let mut out = SegmentWriter::new(self.items.len());
         let mut first = 0;
         for (index, old) in self.segments.iter().enumerate() {
@@ -342,7 +344,7 @@ impl Answer {
                 let (head, tail, publish, timestamp) = if source.is_current(item.publish) {
                     (old_head, old_tail, item.publish, item.timestamp)
                 } else {
-                    let served = snapshot.pod_from_source(source)?;
+                    let served = lookup.pod(source)?;
                     (
                         served.parts.head,
                         served.parts.tail,

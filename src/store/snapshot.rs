@@ -11,6 +11,7 @@
 //! requests serve it. Writers never pay for it, and a node nobody lists never renders.
 
 use std::cmp::Ordering;
+use std::marker::PhantomData;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
@@ -112,6 +113,18 @@ struct PodJson {
 struct EntryCache<'s> {
     nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
     by_address: hashbrown::HashMap<usize, &'s NodeEntry, foldhash::fast::RandomState>,
+}
+
+/// Pods fetched again from where they were served: each node's entry is searched for by name
+/// once, then found by the address of the node name the sources hold (a refresh of a long list
+/// fetches many pods of each node).
+///
+/// Sound for the same reason as [`EntryCache`]: every name whose address is a key is borrowed
+/// for `'a`, so no two live names share an address while the lookup exists.
+pub struct SourceLookup<'s, 'a> {
+    nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
+    by_address: hashbrown::HashMap<usize, Option<&'s NodeEntry>, foldhash::fast::RandomState>,
+    sources: PhantomData<&'a PodSource>,
 }
 
 /// The index key of a pod.
@@ -281,30 +294,19 @@ impl Snapshot {
     }
 
     /// Counts changes to which node serves which pod: while it is unchanged, the pods served
-    /// are the ones served before, each where it was (see [`Snapshot::pod_from_source`]).
+    /// are the ones served before, each where it was (see [`SourceLookup::pod`]).
     pub fn index_generation(&self) -> u64 {
         self.index_generation
     }
 
-    /// A pod as its node's entry serves it now, given where it was served from. `None` if that
-    /// node's entry no longer holds the pod at that slot (the index changed since), or is not
-    /// the same node's any more.
-    pub fn pod_from_source(&self, source: &PodSource) -> Option<ServedPod<'_>> {
-        let entry = self.nodes.get(&*source.node)?;
-        let i = usize::try_from(source.slot).ok()?;
-        let pod = entry.pods.get(i)?;
-        if !(same_str(&pod.namespace, &source.namespace)
-            && same_str(&pod.name, &source.name)
-            && Arc::ptr_eq(&entry.stamp.latest, &source.latest))
-        {
-            return None;
+    /// Fetches pods again from where they were served, for as long as the sources are
+    /// borrowed (see [`SourceLookup`]).
+    pub fn source_lookup<'a>(&self) -> SourceLookup<'_, 'a> {
+        SourceLookup {
+            nodes: &self.nodes,
+            by_address: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            sources: PhantomData,
         }
-        let (metrics, parts) = entry.pod_json(i)?;
-        Some(ServedPod {
-            metrics,
-            parts,
-            publish: entry.stamp.seq,
-        })
     }
 
     /// At least one node and one pod are servable.
@@ -522,6 +524,36 @@ impl PodJson {
             ends.push((start + head, bytes.len()));
         }
         PodJson { bytes, ends }
+    }
+}
+
+// === impl SourceLookup ===
+
+impl<'s, 'a> SourceLookup<'s, 'a> {
+    /// A pod as its node's entry serves it now, given where it was served from. `None` if that
+    /// node's entry no longer holds the pod at that slot (the index changed since), or is not
+    /// the same node's any more.
+    pub fn pod(&mut self, source: &'a PodSource) -> Option<ServedPod<'s>> {
+        let address = Arc::as_ptr(&source.node).cast::<u8>() as usize;
+        let nodes = self.nodes;
+        let entry = (*self
+            .by_address
+            .entry(address)
+            .or_insert_with(|| nodes.get(&*source.node).map(|entry| &**entry)))?;
+        let i = usize::try_from(source.slot).ok()?;
+        let pod = entry.pods.get(i)?;
+        if !(same_str(&pod.namespace, &source.namespace)
+            && same_str(&pod.name, &source.name)
+            && Arc::ptr_eq(&entry.stamp.latest, &source.latest))
+        {
+            return None;
+        }
+        let (metrics, parts) = entry.pod_json(i)?;
+        Some(ServedPod {
+            metrics,
+            parts,
+            publish: entry.stamp.seq,
+        })
     }
 }
 
