@@ -842,6 +842,44 @@ pub fn write_report(dir: &Path, case: &Case, data: &RunData) -> Result<String, R
         }
         write_file(&dir.join("freshness.csv"), &csv)?;
     }
+    if !data.streams.is_empty() {
+        // Each stream's seconds, for a look at what happened when (the plots show the p99).
+        let mut csv = String::from("stream,second,ok,errors,bytes,p50_ms,p99_ms,max_ms\n");
+        for stream in &data.streams {
+            for (i, sec) in stream.seconds.iter().enumerate() {
+                let ms = |q: f64| sec.latency.value_at_quantile(q) as f64 / 1000.0;
+                let _ = writeln!(
+                    csv,
+                    "{},{},{},{},{},{:.3},{:.3},{:.3}",
+                    stream.label,
+                    i + 1,
+                    sec.ok,
+                    sec.errors,
+                    sec.bytes,
+                    ms(0.5),
+                    ms(0.99),
+                    sec.latency.max() as f64 / 1000.0
+                );
+            }
+        }
+        write_file(&dir.join("api_seconds.csv"), &csv)?;
+    }
+    if !data.procs.is_empty() {
+        let mut csv = String::from("role,t_seconds,cpu_cores,rss_mib\n");
+        for proc in &data.procs {
+            for q in &proc.points {
+                let _ = writeln!(
+                    csv,
+                    "{},{:.3},{:.4},{:.1}",
+                    proc.role,
+                    q.t,
+                    q.cpu_cores,
+                    q.rss_bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
+        }
+        write_file(&dir.join("processes.csv"), &csv)?;
+    }
 
     #[derive(Serialize)]
     struct Json<'a> {
