@@ -14,6 +14,10 @@
 //! HTTP/2 connection ends by flushing. Shutdown writes what is gathered first. At most
 //! [`MAX_GATHERED`] bytes wait; past that a write goes out before more are taken.
 //!
+//! A turn writes out at most [`TURN_BYTES`]; then the connection yields to the tasks waiting
+//! behind it, so a long list (tens of MB to encrypt and write) never holds an API worker for
+//! more than a fraction of a millisecond while short answers wait.
+//!
 //! Owns only the gathered bytes; reads pass straight through. The buffer comes from a small
 //! per-thread pool and goes back once written out, so an idle connection holds none and a busy
 //! one never grows or faults in a new one. HTTP/1.1 connections (one response at a time,
@@ -40,6 +44,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The most bytes gathered before a write goes out regardless of the turn. A gathering buffer
 /// holds this plus its lead-in, so it never grows.
 pub const MAX_GATHERED: usize = 128 * 1024;
+
+/// The most bytes one turn writes out. Past it the connection yields (it wakes itself and
+/// answers "not yet"), so a long list being sent holds an API worker for a fraction of a
+/// millisecond at a time, and the short answers of the connections queued behind it go out
+/// in between.
+pub const TURN_BYTES: usize = 256 * 1024;
 
 /// A TLS record's header: where rustls puts a record's plaintext in the buffer it encrypts.
 pub const TLS_RECORD_HEADER: usize = 5;
@@ -118,6 +128,8 @@ pub struct BatchedWrites<S> {
     /// The turn in which a flush was answered without writing; a flush in any later turn
     /// writes.
     put_off_in: Option<u64>,
+    /// The last turn that wrote, and how many bytes it wrote.
+    written_in: (u64, usize),
 }
 
 impl<S> BatchedWrites<S> {
@@ -130,6 +142,7 @@ impl<S> BatchedWrites<S> {
             written: 0,
             turns,
             put_off_in: None,
+            written_in: (0, 0),
         }
     }
 
@@ -145,14 +158,24 @@ impl<S> BatchedWrites<S> {
 
 impl<S: AsyncWrite + Unpin> BatchedWrites<S> {
     /// Writes out everything gathered, and gives the buffer back to the thread's pool.
+    /// A turn that already wrote [`TURN_BYTES`] writes nothing more: the task is woken to go on
+    /// in a later turn.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.gathered.len() {
+            let turn = self.turns.current();
+            if self.written_in.0 != turn {
+                self.written_in = (turn, 0);
+            } else if self.written_in.1 >= TURN_BYTES {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let n =
                 ready!(Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n;
+            self.written_in.1 += n;
         }
         self.written = 0;
         if self.gathered.capacity() > 0 {
@@ -383,6 +406,55 @@ mod tests {
         write(&mut io, &mut cx, b"next");
         assert_eq!(io.get_ref().writes, [block]);
         assert_eq!(io.waiting(), 4);
+    }
+
+    #[test]
+    fn a_turn_that_wrote_its_share_yields_and_the_next_goes_on() {
+        let turns = Turns::default();
+        let waker = Arc::new(CountingWaker::default());
+        let waker_handle = std::task::Waker::from(Arc::clone(&waker));
+        let mut cx = Context::from_waker(&waker_handle);
+        let mut io = BatchedWrites::new(Recorder::default(), turns.clone(), false);
+        let block = vec![1u8; MAX_GATHERED];
+        let total = 4 * TURN_BYTES;
+        let mut taken = 0;
+        let mut per_turn = vec![0usize];
+        let mut written_before = 0;
+        let mut next_turn = |io: &BatchedWrites<Recorder>, per_turn: &mut Vec<usize>| {
+            let written: usize = io.get_ref().writes.iter().map(Vec::len).sum();
+            *per_turn.last_mut().unwrap() = written - written_before;
+            written_before = written;
+            per_turn.push(0);
+            turns.advance();
+        };
+        // A long body offered a block at a time, as a list's chunks are, then flushed.
+        while taken < total {
+            match Pin::new(&mut io).poll_write(&mut cx, &block) {
+                Poll::Ready(Ok(n)) => taken += n,
+                Poll::Pending => next_turn(&io, &mut per_turn),
+                Poll::Ready(Err(error)) => panic!("{error}"),
+            }
+        }
+        loop {
+            match Pin::new(&mut io).poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => break,
+                Poll::Pending => next_turn(&io, &mut per_turn),
+                Poll::Ready(Err(error)) => panic!("{error}"),
+            }
+        }
+        next_turn(&io, &mut per_turn);
+        assert!(
+            per_turn.iter().all(|&n| n <= TURN_BYTES),
+            "no turn wrote more than its share: {per_turn:?}"
+        );
+        let yields = per_turn.len() - 2;
+        assert!(yields >= 3, "{per_turn:?}");
+        assert_eq!(
+            waker.0.load(Ordering::SeqCst),
+            yields,
+            "woken at each yield"
+        );
+        assert_eq!(io.get_ref().writes.concat(), vec![1u8; total]);
     }
 
     #[test]
