@@ -331,6 +331,13 @@ mod tests {
         }
     }
 
+    /// A waker counting its wakes, and the count.
+    fn counting_waker() -> (Arc<CountingWaker>, std::task::Waker) {
+        let waker = Arc::new(CountingWaker::default());
+        let handle = std::task::Waker::from(Arc::clone(&waker));
+        (waker, handle)
+    }
+
     fn write(io: &mut BatchedWrites<Recorder>, cx: &mut Context<'_>, bytes: &[u8]) {
         let taken = Pin::new(io).poll_write(cx, bytes);
         assert!(matches!(taken, Poll::Ready(Ok(n)) if n == bytes.len()));
@@ -343,8 +350,7 @@ mod tests {
     #[test]
     fn flushes_of_one_turn_are_written_together_in_the_next() {
         let turns = Turns::default();
-        let waker = Arc::new(CountingWaker::default());
-        let waker_handle = std::task::Waker::from(Arc::clone(&waker));
+        let (waker, waker_handle) = counting_waker();
         let mut cx = Context::from_waker(&waker_handle);
         let mut io = BatchedWrites::new(Recorder::default(), turns.clone(), true);
 
@@ -411,8 +417,7 @@ mod tests {
     #[test]
     fn a_turn_that_wrote_its_share_yields_and_the_next_goes_on() {
         let turns = Turns::default();
-        let waker = Arc::new(CountingWaker::default());
-        let waker_handle = std::task::Waker::from(Arc::clone(&waker));
+        let (waker, waker_handle) = counting_waker();
         let mut cx = Context::from_waker(&waker_handle);
         let mut io = BatchedWrites::new(Recorder::default(), turns.clone(), false);
         let block = vec![1u8; MAX_GATHERED];
@@ -475,8 +480,7 @@ mod tests {
     #[test]
     fn http1_is_written_at_each_flush_without_a_wake() {
         let turns = Turns::default();
-        let waker = Arc::new(CountingWaker::default());
-        let waker_handle = std::task::Waker::from(Arc::clone(&waker));
+        let (waker, waker_handle) = counting_waker();
         let mut cx = Context::from_waker(&waker_handle);
         let mut io = BatchedWrites::new(Recorder::default(), turns.clone(), false);
         turns.advance();
