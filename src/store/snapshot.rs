@@ -104,27 +104,24 @@ struct PodJson {
     ends: Vec<(usize, usize)>,
 }
 
-/// A node's entry by the address of the node name its index entries hold, so a walk of the index
-/// finds each pod's entry with one hash lookup instead of a search of the node map by name.
+/// A node's entry by the address of the node name its index entries (or a reader's sources)
+/// hold, so a walk of the index finds each pod's entry with one hash lookup instead of a search
+/// of the node map by name.
 ///
-/// The key is the address of a `Name` the snapshot keeps alive for as long as the cache is
-/// borrowed, so no two live names share it; a name held in another allocation just takes another
-/// slot for the same entry.
-struct EntryCache<'s> {
+/// The key is the address of a `Name` borrowed for `'n`, as long as the cache lives, so no two
+/// live names share it; a name held in another allocation just takes another slot for the same
+/// entry.
+struct EntryCache<'s, 'n> {
     nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
     by_address: hashbrown::HashMap<usize, &'s NodeEntry, foldhash::fast::RandomState>,
+    names: PhantomData<&'n Name>,
 }
 
 /// Pods fetched again from where they were served: each node's entry is searched for by name
 /// once, then found by the address of the node name the sources hold (a refresh of a long list
 /// fetches many pods of each node).
-///
-/// Sound for the same reason as [`EntryCache`]: every name whose address is a key is borrowed
-/// for `'a`, so no two live names share an address while the lookup exists.
 pub struct SourceLookup<'s, 'a> {
-    nodes: &'s OrdMap<Name, Arc<NodeEntry>>,
-    by_address: hashbrown::HashMap<usize, Option<&'s NodeEntry>, foldhash::fast::RandomState>,
-    sources: PhantomData<&'a PodSource>,
+    entries: EntryCache<'s, 'a>,
 }
 
 /// The index key of a pod.
@@ -280,10 +277,7 @@ impl Snapshot {
         &'s self,
         owners: impl Iterator<Item = (&'s PodKey, &'s PodOwner)>,
     ) -> impl Iterator<Item = (&'s NodeEntry, usize)> {
-        let mut entries = EntryCache {
-            nodes: &self.nodes,
-            by_address: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
-        };
+        let mut entries = EntryCache::new(&self.nodes);
         owners.filter_map(move |(key, owner)| {
             let entry = entries.get(&owner.node)?;
             Some((
@@ -303,9 +297,7 @@ impl Snapshot {
     /// borrowed (see [`SourceLookup`]).
     pub fn source_lookup<'a>(&self) -> SourceLookup<'_, 'a> {
         SourceLookup {
-            nodes: &self.nodes,
-            by_address: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
-            sources: PhantomData,
+            entries: EntryCache::new(&self.nodes),
         }
     }
 
@@ -534,12 +526,7 @@ impl<'s, 'a> SourceLookup<'s, 'a> {
     /// node's entry no longer holds the pod at that slot (the index changed since), or is not
     /// the same node's any more.
     pub fn pod(&mut self, source: &'a PodSource) -> Option<ServedPod<'s>> {
-        let address = Arc::as_ptr(&source.node).cast::<u8>() as usize;
-        let nodes = self.nodes;
-        let entry = (*self
-            .by_address
-            .entry(address)
-            .or_insert_with(|| nodes.get(&*source.node).map(|entry| &**entry)))?;
+        let entry = self.entries.get(&source.node)?;
         let i = usize::try_from(source.slot).ok()?;
         let pod = entry.pods.get(i)?;
         if !(same_str(&pod.namespace, &source.namespace)
@@ -559,8 +546,16 @@ impl<'s, 'a> SourceLookup<'s, 'a> {
 
 // === impl EntryCache ===
 
-impl<'s> EntryCache<'s> {
-    fn get(&mut self, node: &'s Name) -> Option<&'s NodeEntry> {
+impl<'s, 'n> EntryCache<'s, 'n> {
+    fn new(nodes: &'s OrdMap<Name, Arc<NodeEntry>>) -> Self {
+        EntryCache {
+            nodes,
+            by_address: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            names: PhantomData,
+        }
+    }
+
+    fn get(&mut self, node: &'n Name) -> Option<&'s NodeEntry> {
         let address = Arc::as_ptr(node).cast::<u8>() as usize;
         if let Some(&entry) = self.by_address.get(&address) {
             return Some(entry);
