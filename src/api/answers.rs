@@ -26,7 +26,7 @@
 //! Reads only snapshots and views handed to it; never the store's writer side.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -54,6 +54,8 @@ pub struct AnswerCache {
     /// Body bytes held by `answers`.
     held: AtomicUsize,
     budget: usize,
+    /// Held while the whole list is refreshed or walked (see [`AnswerCache::whole_list_turn`]).
+    whole_list: Mutex<()>,
 }
 
 /// One rendered answer and what it was rendered from.
@@ -128,7 +130,17 @@ impl AnswerCache {
             answers: DashMap::default(),
             held: AtomicUsize::new(0),
             budget,
+            whole_list: Mutex::new(()),
         }
+    }
+
+    /// Waits for the whole list's turn: one reader at a time refreshes or walks it, on the
+    /// blocking pool. Lists asked for together then cost one rebuild and a small refresh each
+    /// after it, instead of one rebuild each, and hold one version of the body between them
+    /// instead of one each. Hold the turn only to find the answer, not to send it.
+    pub fn whole_list_turn(&self) -> MutexGuard<'_, ()> {
+        // Nothing the lock guards can be left half-done by a panic.
+        self.whole_list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The key of a namespaced list's answer.
@@ -470,4 +482,24 @@ impl SegmentWriter {
 /// The whole second of `now`, which an answer's `creationTimestamp` shows.
 fn second_of(now: UnixNanos) -> i64 {
     now.div_euclid(1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_list_is_found_by_one_reader_at_a_time() {
+        let cache = AnswerCache::default();
+        let turn = cache.whole_list_turn();
+        assert!(
+            cache.whole_list.try_lock().is_err(),
+            "a second reader waits"
+        );
+        drop(turn);
+        assert!(
+            cache.whole_list.try_lock().is_ok(),
+            "the turn is given back"
+        );
+    }
 }

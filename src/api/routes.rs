@@ -801,19 +801,25 @@ impl PodList {
         let expected = self.whole_bytes();
         wire.ok(body::render_off_thread(expected, move |chunks| {
             let key = AnswerCache::whole_list_key();
-            let answer = match answers.current(key, generation, &self.snapshot, self.now) {
-                Some(answer) => answer,
-                None => match self.select_by_view(usize::MAX, usize::MAX) {
-                    Some(Some(selected)) => answers.insert(
-                        key.to_owned(),
-                        generation,
-                        &self.snapshot,
-                        selected,
-                        self.now,
-                    ),
-                    // The view cannot walk in order: rendered as any long list is.
-                    _ => return self.render_chunked(chunks),
-                },
+            let found = {
+                let _turn = answers.whole_list_turn();
+                match answers.current(key, generation, &self.snapshot, self.now) {
+                    Some(answer) => Some(answer),
+                    None => match self.select_by_view(usize::MAX, usize::MAX) {
+                        Some(Some(selected)) => Some(answers.insert(
+                            key.to_owned(),
+                            generation,
+                            &self.snapshot,
+                            selected,
+                            self.now,
+                        )),
+                        _ => None,
+                    },
+                }
+            };
+            // The view cannot walk in order: rendered (and streamed) as any long list is.
+            let Some(answer) = found else {
+                return self.render_chunked(chunks);
             };
             record_freshness(&self.telemetry, self.now, answer.timestamps());
             chunks.hand_over(answer.segments());
