@@ -15,18 +15,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::Either;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::case::{Protocol, ShapeKind, ShapeSpec};
+use super::h2_pipeline;
 use metrics_server::scrape::tls::NoVerification;
 
 use crate::kubelet::workload::Catalogue;
@@ -485,46 +486,57 @@ impl Shared {
     }
 }
 
-/// A stream's requests, built once: per request only the header map is new (hyper takes the
-/// request by value), the URI and header values are shared buffers.
+/// A stream's requests, built once. Over HTTP/1.1 (through hyper) per request only the header
+/// map is new, the URI and header values are shared buffers; over HTTP/2 a request is its path
+/// and the connection's repeated fields.
 struct Prepared {
-    /// One per path: absolute over HTTP/2 (the `:authority` comes from it), origin-form over
-    /// HTTP/1.1.
+    paths: Vec<String>,
+    /// Origin-form, one per path (HTTP/1.1).
     uris: Vec<http::Uri>,
     host: http::HeaderValue,
     authorization: Option<http::HeaderValue>,
-    protocol: Protocol,
+    /// The fields every HTTP/2 request repeats.
+    fields: h2_pipeline::Fields,
 }
 
 impl Prepared {
-    fn new(target: &Target, protocol: Protocol, paths: &[String]) -> Result<Prepared, BoxError> {
+    fn new(target: &Target, paths: &[String]) -> Result<Prepared, BoxError> {
         let authority = match target.addr {
             SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         };
         let mut uris = Vec::with_capacity(paths.len());
         for path in paths {
-            let text = match protocol {
-                Protocol::H2 => format!("https://{authority}{path}"),
-                Protocol::Http1 => path.clone(),
-            };
             // From `Bytes`, so a clone shares the buffer instead of copying the string.
-            uris.push(http::Uri::from_maybe_shared(Bytes::from(text))?);
+            uris.push(http::Uri::from_maybe_shared(Bytes::from(path.clone()))?);
         }
-        let authorization = match &target.token {
-            Some(token) => Some(http::HeaderValue::from_maybe_shared(Bytes::from(format!(
-                "Bearer {token}"
-            )))?),
+        let bearer = target.token.as_ref().map(|token| format!("Bearer {token}"));
+        let authorization = match &bearer {
+            Some(value) => Some(http::HeaderValue::from_maybe_shared(Bytes::from(
+                value.clone(),
+            ))?),
             None => None,
         };
         Ok(Prepared {
+            paths: paths.to_vec(),
             uris,
-            host: http::HeaderValue::from_maybe_shared(Bytes::from(authority))?,
+            host: http::HeaderValue::from_maybe_shared(Bytes::from(authority.clone()))?,
             authorization,
-            protocol,
+            fields: h2_pipeline::Fields {
+                authority,
+                accept: "application/json",
+                authorization: bearer,
+            },
         })
     }
 
+    fn path(&self, n: usize) -> &str {
+        self.paths
+            .get(n % self.paths.len().max(1))
+            .map_or("/", String::as_str)
+    }
+
+    /// Request `n` over HTTP/1.1.
     fn request(&self, n: usize) -> http::Request<Empty<Bytes>> {
         let mut req = http::Request::new(Empty::new());
         if let Some(uri) = self.uris.get(n % self.uris.len().max(1)) {
@@ -535,9 +547,7 @@ impl Prepared {
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/json"),
         );
-        if self.protocol == Protocol::Http1 {
-            headers.insert(http::header::HOST, self.host.clone());
-        }
+        headers.insert(http::header::HOST, self.host.clone());
         if let Some(value) = &self.authorization {
             headers.insert(http::header::AUTHORIZATION, value.clone());
         }
@@ -566,8 +576,8 @@ pub async fn run_stream(
     let connector = tls_connector(&target, protocol)?;
     let server_name = ServerName::try_from(target.server_name.clone())
         .map_err(|_| ApiLoadError::ServerName(target.server_name.clone()))?;
-    let prepared = Prepared::new(&target, protocol, &stream.paths)
-        .map_err(|e| ApiLoadError::Request(e.to_string()))?;
+    let prepared =
+        Prepared::new(&target, &stream.paths).map_err(|e| ApiLoadError::Request(e.to_string()))?;
     let dialer = Arc::new(Dialer {
         target,
         protocol,
@@ -611,7 +621,7 @@ pub async fn run_stream(
                         period: Duration::from_secs_f64(f64::from(connections) / rate),
                     });
                     let cap = concurrency / connections + u32::from(c < concurrency % connections);
-                    tasks.spawn(drive(Driver {
+                    let driver = Driver {
                         first_path: c as usize,
                         path_step: connections as usize,
                         cap: cap.max(1) as usize,
@@ -623,7 +633,11 @@ pub async fn run_stream(
                         timeout,
                         began,
                         stop: stop_all.clone(),
-                    }));
+                    };
+                    match protocol {
+                        Protocol::H2 => tasks.spawn(drive_h2(driver)),
+                        Protocol::Http1 => tasks.spawn(drive_http1(driver)),
+                    };
                 }
                 while tasks.join_next().await.is_some() {}
             });
@@ -685,34 +699,216 @@ struct Driver {
     stop: CancellationToken,
 }
 
-/// A connection's sending half, owned by its driver.
-enum Sender {
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+/// A driver's place in its schedule.
+struct Pacer {
+    /// `None`: closed loop.
+    schedule: Option<Schedule>,
+    next_due: Option<Instant>,
+    /// When the schedule starts over (see [`Stream::schedule_restart`]); cleared once done.
+    restart: Option<Instant>,
 }
 
-impl Sender {
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::H2(s) => s.is_closed(),
-            Sender::H1(s) => s.is_closed(),
+impl Pacer {
+    fn new(d: &Driver) -> Self {
+        Pacer {
+            schedule: d.schedule,
+            next_due: d.schedule.map(|s| s.first),
+            restart: d.restart,
+        }
+    }
+
+    /// Starts the schedule over once `now` passes the restart instant, counting what it drops.
+    fn restart_at(&mut self, now: Instant, shared: &Shared) {
+        if let (Some(at), Some(schedule), Some(due)) = (self.restart, self.schedule, self.next_due)
+        {
+            if now >= at {
+                self.restart = None;
+                let (next, dropped) = schedule.restarted(due, at);
+                self.next_due = Some(next);
+                shared
+                    .dropped_at_window
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The instant a request sent `now` was intended for: its due instant in an open loop (if it
+    /// is due), `now` in a closed loop.
+    fn take(&mut self, now: Instant) -> Option<Instant> {
+        match (self.next_due, self.schedule) {
+            (Some(due), Some(s)) if due <= now => {
+                self.next_due = Some(due + s.period);
+                Some(due)
+            }
+            (Some(_), _) => None,
+            (None, _) => Some(now),
         }
     }
 }
 
-/// How one request ended.
-struct Outcome {
-    intended: Instant,
-    done: Instant,
-    result: Result<u64, String>,
+/// A driver's figures for the second under way, added to the stream's when the second turns.
+struct Tally {
+    local: Second,
+    second: usize,
 }
 
-/// Waits for the answer to a sent request and reads its body without keeping it.
-async fn exchange<F>(sent: F, intended: Instant, timeout: Duration) -> Outcome
+impl Tally {
+    fn new(d: &Driver) -> Option<Self> {
+        Some(Tally {
+            local: Second::new().ok()?,
+            second: d.began.elapsed().as_secs() as usize,
+        })
+    }
+
+    fn record(
+        &mut self,
+        d: &Driver,
+        intended: Instant,
+        done: Instant,
+        result: Result<u64, String>,
+    ) {
+        let second = done.saturating_duration_since(d.began).as_secs() as usize;
+        if second != self.second {
+            d.shared.flush(self.second, &mut self.local);
+            self.second = second;
+        }
+        match result {
+            Ok(bytes) => {
+                let us = done.saturating_duration_since(intended).as_micros() as u64;
+                self.local
+                    .latency
+                    .saturating_record(us.clamp(1, MAX_LATENCY_US));
+                self.local.ok += 1;
+                self.local.bytes += bytes;
+            }
+            Err(error) => self.error(d, &error),
+        }
+    }
+
+    fn error(&mut self, d: &Driver, error: &str) {
+        self.local.errors += 1;
+        d.shared.note_error(error);
+    }
+
+    fn finish(mut self, d: &Driver) {
+        d.shared.flush(self.second, &mut self.local);
+    }
+}
+
+/// An HTTP/2 connection of [`drive_h2`]; each request's token is the instant it was due.
+type H2Connection = h2_pipeline::PipelinedH2<Instant, TlsStream<TcpStream>>;
+
+/// Opens a connection for [`drive_h2`]: TCP, TLS with `h2` agreed by ALPN, the client's preface
+/// queued.
+async fn open_h2(d: &Driver) -> Result<H2Connection, BoxError> {
+    let dialer = &d.dialer;
+    let tcp = TcpStream::connect(dialer.target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = dialer
+        .connector
+        .connect(dialer.server_name.clone(), tcp)
+        .await?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+        return Err("the server did not agree to HTTP/2 (ALPN)".into());
+    }
+    Ok(h2_pipeline::PipelinedH2::new(tls, &d.prepared.fields))
+}
+
+/// One HTTP/2 connection's share of a stream: every request due is queued, the turn's frames
+/// leave in one write, and answers are counted as their frames are read. A request unanswered
+/// after the timeout ends the connection (its other requests fail with it) and a new one is
+/// opened.
+async fn drive_h2(d: Driver) {
+    let Some(mut tally) = Tally::new(&d) else {
+        return;
+    };
+    let mut pacer = Pacer::new(&d);
+    let mut conn: Option<H2Connection> = None;
+    let mut answers = Vec::new();
+    let mut n = d.first_path;
+    'run: loop {
+        if d.stop.is_cancelled() {
+            break;
+        }
+        // (Re)connect once the old connection's requests have all ended.
+        let c = match &mut conn {
+            Some(c) if c.is_reusable() || c.in_flight() > 0 => c,
+            _ => {
+                conn = None;
+                let opened = tokio::select! {
+                    opened = tokio::time::timeout(d.timeout, open_h2(&d)) => opened,
+                    _ = d.stop.cancelled() => break,
+                };
+                let failure = match opened {
+                    Ok(Ok(c)) => {
+                        conn = Some(c);
+                        continue;
+                    }
+                    Ok(Err(error)) => format!("connect: {error}"),
+                    Err(_) => "connect: timed out".to_owned(),
+                };
+                tally.error(&d, &failure);
+                // Do not spin on a refusing server.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = d.stop.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        let now = Instant::now();
+        pacer.restart_at(now, &d.shared);
+        while c.in_flight() < d.cap && c.can_send() {
+            let Some(intended) = pacer.take(now) else {
+                break;
+            };
+            let queued = c.queue(d.prepared.path(n), intended);
+            n = n.wrapping_add(d.path_step);
+            if let Err(error) = queued {
+                tally.record(&d, intended, now, Err(error.to_string()));
+                break;
+            }
+        }
+        let mut failure = None;
+        if c.has_output() {
+            tokio::select! {
+                written = c.flush() => failure = written.err().map(|e| e.to_string()),
+                _ = d.stop.cancelled() => break 'run,
+            }
+        }
+        if failure.is_none() {
+            let may_send = c.in_flight() < d.cap && c.can_send();
+            let deadline = c.oldest().map(|intended| *intended + d.timeout);
+            tokio::select! {
+                biased;
+                _ = d.stop.cancelled() => break,
+                read = c.read(&mut answers) => failure = read.err().map(|e| e.to_string()),
+                _ = sleep_until_due(pacer.next_due), if may_send => {}
+                _ = sleep_until_due(deadline), if deadline.is_some() => {
+                    failure = Some("timed out".to_owned());
+                }
+            }
+        }
+        if let Some(failure) = &failure {
+            c.abandon(failure, &mut answers);
+        }
+        let done = Instant::now();
+        for answer in answers.drain(..) {
+            tally.record(&d, answer.token, done, answer.result);
+        }
+        if failure.is_some() {
+            conn = None;
+        }
+    }
+    tally.finish(&d);
+}
+
+/// Waits for the answer to a sent HTTP/1.1 request and reads its body without keeping it.
+async fn exchange<F>(sent: F, timeout: Duration) -> Result<u64, String>
 where
     F: std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
 {
-    let result = tokio::time::timeout(timeout, async {
+    tokio::time::timeout(timeout, async {
         let response = sent.await.map_err(|e| e.to_string())?;
         let status = response.status();
         let mut body = response.into_body();
@@ -728,142 +924,87 @@ where
         Ok(bytes)
     })
     .await
-    .unwrap_or_else(|_| Err("timed out".to_owned()));
-    Outcome {
-        intended,
-        done: Instant::now(),
-        result,
-    }
+    .unwrap_or_else(|_| Err("timed out".to_owned()))
 }
 
-async fn drive(d: Driver) {
-    let Ok(mut local) = Second::new() else {
+/// One HTTP/1.1 connection's share of a stream: one request at a time on a keep-alive
+/// connection, reopened when it breaks.
+async fn drive_http1(d: Driver) {
+    let Some(mut tally) = Tally::new(&d) else {
         return;
     };
-    let mut local_second = d.began.elapsed().as_secs() as usize;
-    let mut sender: Option<Sender> = None;
-    let mut in_flight = FuturesUnordered::new();
+    let mut pacer = Pacer::new(&d);
+    let mut sender: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
     let mut n = d.first_path;
-    let mut next_due = d.schedule.map(|s| s.first);
-    let mut restart = d.restart;
     loop {
         if d.stop.is_cancelled() {
             break;
         }
-        // (Re)connect once the old connection's requests have all ended.
-        if sender.as_ref().is_none_or(Sender::is_closed) && in_flight.is_empty() {
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
             sender = None;
             let opened = tokio::select! {
                 opened = tokio::time::timeout(d.timeout, d.dialer.open()) => opened,
                 _ = d.stop.cancelled() => break,
             };
             let failure = match opened {
-                Ok(Ok(Conn::H2(s))) => {
-                    sender = Some(Sender::H2(s));
-                    None
-                }
                 Ok(Ok(Conn::H1(s))) => match Arc::try_unwrap(s) {
                     Ok(s) => {
-                        sender = Some(Sender::H1(s.into_inner()));
-                        None
+                        sender = Some(s.into_inner());
+                        continue;
                     }
-                    Err(_) => Some("connect: HTTP/1.1 sender shared".to_owned()),
+                    Err(_) => "connect: HTTP/1.1 sender shared".to_owned(),
                 },
-                Ok(Err(error)) => Some(format!("connect: {error}")),
-                Err(_) => Some("connect: timed out".to_owned()),
+                Ok(Ok(Conn::H2(_))) => "connect: HTTP/2 where HTTP/1.1 was asked".to_owned(),
+                Ok(Err(error)) => format!("connect: {error}"),
+                Err(_) => "connect: timed out".to_owned(),
             };
-            if let Some(failure) = failure {
-                local.errors += 1;
-                d.shared.note_error(&failure);
-                // Do not spin on a refusing server.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = d.stop.cancelled() => break,
-                }
-                continue;
+            tally.error(&d, &failure);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = d.stop.cancelled() => break,
             }
-        }
-        // Send every request that is due, up to the cap.
-        let now = Instant::now();
-        if let (Some(at), Some(schedule), Some(due)) = (restart, d.schedule, next_due) {
-            if now >= at {
-                restart = None;
-                let (next, dropped) = schedule.restarted(due, at);
-                next_due = Some(next);
-                d.shared
-                    .dropped_at_window
-                    .fetch_add(dropped, Ordering::Relaxed);
-            }
-        }
-        while in_flight.len() < d.cap {
-            let intended = match (next_due, d.schedule) {
-                (Some(due), Some(s)) if due <= now => {
-                    next_due = Some(due + s.period);
-                    due
-                }
-                (Some(_), _) => break,
-                (None, _) => now,
-            };
-            let sent = match sender.as_mut() {
-                Some(Sender::H2(s)) if !s.is_closed() => {
-                    Either::Left(s.send_request(d.prepared.request(n)))
-                }
-                Some(Sender::H1(s)) if in_flight.is_empty() => {
-                    // One request at a time; the last answer was read, so the connection is
-                    // ready within a turn of its task.
-                    let ready = tokio::select! {
-                        ready = tokio::time::timeout(d.timeout, s.ready()) => ready,
-                        _ = d.stop.cancelled() => break,
-                    };
-                    if !matches!(ready, Ok(Ok(()))) {
-                        sender = None;
-                        local.errors += 1;
-                        d.shared.note_error("connection not ready");
-                        break;
-                    }
-                    Either::Right(s.send_request(d.prepared.request(n)))
-                }
-                _ => break,
-            };
-            n = n.wrapping_add(d.path_step);
-            in_flight.push(exchange(sent, intended, d.timeout));
-        }
-        // Nothing in flight and no usable connection: reconnect first.
-        if in_flight.is_empty() && sender.as_ref().is_none_or(Sender::is_closed) {
             continue;
         }
-        tokio::select! {
-            biased;
-            _ = d.stop.cancelled() => break,
-            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                let second = outcome.done.saturating_duration_since(d.began).as_secs() as usize;
-                if second != local_second {
-                    d.shared.flush(local_second, &mut local);
-                    local_second = second;
-                }
-                match outcome.result {
-                    Ok(bytes) => {
-                        let us = outcome.done.saturating_duration_since(outcome.intended).as_micros() as u64;
-                        local.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
-                        local.ok += 1;
-                        local.bytes += bytes;
-                    }
-                    Err(error) => {
-                        local.errors += 1;
-                        d.shared.note_error(&error);
-                        if sender.as_ref().is_some_and(Sender::is_closed) {
-                            sender = None;
-                        }
-                    }
-                }
+        let Some(s) = sender.as_mut() else {
+            continue;
+        };
+        let now = Instant::now();
+        pacer.restart_at(now, &d.shared);
+        let Some(intended) = pacer.take(now) else {
+            tokio::select! {
+                _ = sleep_until_due(pacer.next_due) => {}
+                _ = d.stop.cancelled() => break,
             }
-            // Only when a request could go out: not at the cap, nor on a closed connection
-            // whose requests are still ending (the reconnect waits for them).
-            _ = sleep_until_due(next_due), if in_flight.len() < d.cap
-                && sender.as_ref().is_some_and(|s| !s.is_closed()) => {}
+            continue;
+        };
+        // One request at a time; the last answer was read, so the connection is ready within a
+        // turn of its task.
+        let ready = tokio::select! {
+            ready = tokio::time::timeout(d.timeout, s.ready()) => ready,
+            _ = d.stop.cancelled() => break,
+        };
+        if !matches!(ready, Ok(Ok(()))) {
+            sender = None;
+            tally.record(
+                &d,
+                intended,
+                Instant::now(),
+                Err("connection not ready".to_owned()),
+            );
+            continue;
         }
+        let sent = s.send_request(d.prepared.request(n));
+        n = n.wrapping_add(d.path_step);
+        let result = tokio::select! {
+            result = exchange(sent, d.timeout) => result,
+            _ = d.stop.cancelled() => break,
+        };
+        if result.is_err() && s.is_closed() {
+            sender = None;
+        }
+        tally.record(&d, intended, Instant::now(), result);
     }
-    d.shared.flush(local_second, &mut local);
+    tally.finish(&d);
 }
 
 /// Sleeps until `due`; never returns for a closed loop (`None`).
