@@ -11,6 +11,7 @@ pub mod config;
 pub mod discovery;
 pub mod model;
 pub mod parse;
+pub mod priority;
 pub mod scrape;
 pub mod store;
 pub mod telemetry;

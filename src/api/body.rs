@@ -10,9 +10,9 @@
 //! stops reading stops the renderer (the channel is full) rather than growing a buffer. A client
 //! that goes away ends it (the channel is closed).
 //!
-//! Renderers run at a lower CPU priority (nice [`RENDER_NICE`]): a list of hundreds of thousands
-//! of pods takes a core for a second or more, and on a small machine small reads (an HPA's) and
-//! scraping must not queue behind it. The blocking pool of the API's runtime does nothing else.
+//! Renderers run at the lowest of the server's CPU priorities ([`crate::priority::RENDER_NICE`]):
+//! a list of hundreds of thousands of pods takes a core for a second or more, and on a small
+//! machine small reads (an HPA's) and scraping must not queue behind it. The blocking pool of the API's runtime does nothing else.
 //!
 //! Such a body has no length up front: HTTP/1.1 sends it chunked and HTTP/2 ends the stream with
 //! its last frame, as Go's server does for large bodies. The bytes are those of a buffered render.
@@ -33,8 +33,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
-/// The nice value of threads rendering long lists (0 is the default, 19 the lowest priority).
-pub const RENDER_NICE: i32 = 10;
+use crate::priority;
 
 /// How much rendered output is handed over at once.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -407,34 +406,13 @@ where
     };
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     runtime.spawn_blocking(move || {
-        lower_thread_priority();
+        priority::lower_current_thread(priority::RENDER_NICE);
         let mut chunks = Chunks::streaming(sender);
         render(&mut chunks);
         chunks.finish();
     });
     Body {
         inner: Inner::Streamed(receiver),
-    }
-}
-
-/// Makes the calling thread run at [`RENDER_NICE`] (Linux nice values are per thread). Left as it
-/// is when the thread already runs at that priority or lower, or when the system refuses.
-fn lower_thread_priority() {
-    // SAFETY: `gettid` has no preconditions.
-    let thread = unsafe { libc::gettid() };
-    let Ok(id) = libc::id_t::try_from(thread) else {
-        return;
-    };
-    // `getpriority` can return -1 as a valid value, so errors are told apart by `errno`; any
-    // failure just leaves the priority alone.
-    // SAFETY: plain system calls on this thread's own id; no memory is passed.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let current = libc::getpriority(libc::PRIO_PROCESS, id);
-        if *libc::__errno_location() != 0 || current >= RENDER_NICE {
-            return;
-        }
-        let _ = libc::setpriority(libc::PRIO_PROCESS, id, RENDER_NICE);
     }
 }
 
@@ -609,15 +587,12 @@ mod tests {
         let (seen, nice) = std::sync::mpsc::channel();
         let body = runtime.block_on(async move {
             render_off_thread(16, move |chunks| {
-                // SAFETY: as in `lower_thread_priority`.
-                let id = unsafe { libc::gettid() } as libc::id_t;
-                let priority = unsafe { libc::getpriority(libc::PRIO_PROCESS, id) };
-                let _ = seen.send(priority);
+                let _ = seen.send(priority::current_thread_nice());
                 chunks.buffer().extend_from_slice(b"done");
             })
         });
         let collected = runtime.block_on(body.collect()).unwrap().to_bytes();
         assert_eq!(&collected[..], b"done");
-        assert!(nice.recv().unwrap() >= RENDER_NICE);
+        assert!(nice.recv().unwrap().expect("readable") >= priority::RENDER_NICE);
     }
 }

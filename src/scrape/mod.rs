@@ -347,6 +347,10 @@ pub fn start_with(
     let arbiters: Vec<actix::Arbiter> = (0..options.arbiters.max(1))
         .map(|_| actix::Arbiter::new())
         .collect();
+    for arbiter in &arbiters {
+        // Queued before any scraper: the thread lowers its priority first.
+        arbiter.spawn_fn(|| crate::priority::lower_current_thread(crate::priority::SCRAPE_NICE));
+    }
     let stats: StatsMap = Arc::new(DashMap::new());
     let connect_limit = (options.max_concurrent_connects > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_connects)));
@@ -410,6 +414,46 @@ mod tests {
             EngineOptions::default(),
         );
         assert!(matches!(result, Err(ScrapeError::Config(_))));
+    }
+
+    #[test]
+    fn scrape_threads_run_below_the_api_priority() {
+        let system = actix::System::new();
+        let niceness = system.block_on(async {
+            let (_tx, rx) = tokio::sync::watch::channel(Targets::default());
+            let handle = start(
+                Arc::new(Store::new(crate::store::StoreConfig::default())),
+                rx,
+                ScrapeConfig {
+                    resolution: Duration::from_secs(15),
+                    request_timeout: Duration::from_secs(10),
+                    max_body_bytes: 1 << 20,
+                    tls: KubeletTlsConfig {
+                        insecure: true,
+                        ..Default::default()
+                    },
+                },
+                Arc::new(Telemetry::new()),
+            )
+            .expect("starts");
+            let (seen, niceness) = std::sync::mpsc::channel();
+            for arbiter in &handle.arbiters {
+                let seen = seen.clone();
+                arbiter.spawn_fn(move || {
+                    let _ = seen.send(crate::priority::current_thread_nice());
+                });
+            }
+            let niceness: Vec<_> = (0..handle.arbiters.len())
+                .map(|_| niceness.recv().expect("every arbiter answers"))
+                .collect();
+            handle.stop();
+            niceness
+        });
+        let own = crate::priority::current_thread_nice().expect("readable");
+        assert!(!niceness.is_empty());
+        for nice in niceness {
+            assert_eq!(nice, Some(own.max(crate::priority::SCRAPE_NICE)));
+        }
     }
 
     #[test]
