@@ -6,47 +6,53 @@ use std::borrow::Cow;
 
 use http::Method;
 
-/// A request's attributes for authorization.
+/// A request's attributes for authorization, borrowed from its path where they can be: a request
+/// whose decision is cached allocates nothing here.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RequestAttributes {
-    Resource(ResourceAttributes),
-    NonResource(NonResourceAttributes),
+pub enum RequestAttributes<'a> {
+    Resource(ResourceAttributes<'a>),
+    NonResource(NonResourceAttributes<'a>),
 }
 
 /// An API request on a resource (`/apis/<group>/<version>/...` or `/api/<version>/...`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ResourceAttributes {
+pub struct ResourceAttributes<'a> {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or `deletecollection`.
-    pub verb: String,
+    pub verb: Cow<'a, str>,
     /// Empty for the core group (`/api`).
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
+    pub group: Cow<'a, str>,
+    pub version: Cow<'a, str>,
+    pub resource: Cow<'a, str>,
+    pub subresource: Cow<'a, str>,
     /// Empty for cluster-scoped requests.
-    pub namespace: String,
+    pub namespace: Cow<'a, str>,
     /// Empty for collections.
-    pub name: String,
+    pub name: Cow<'a, str>,
 }
 
 /// Any other request (discovery, `/metrics`, `/healthz`, ...).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct NonResourceAttributes {
-    pub path: String,
+pub struct NonResourceAttributes<'a> {
+    pub path: Cow<'a, str>,
     /// The lower-cased HTTP method.
-    pub verb: String,
+    pub verb: Cow<'a, str>,
 }
 
 /// Subresources of a namespace itself, so `/namespaces/<ns>/status` is the namespace's status
 /// rather than a resource named `status`.
 const NAMESPACE_SUBRESOURCES: [&str; 3] = ["status", "finalize", "binding"];
 
+/// Path segments read: the most a resource path uses (`apis`, group, version, `watch`,
+/// `namespaces`, namespace, resource, name, subresource) and one more; later ones never change the
+/// attributes.
+const SEGMENTS_READ: usize = 10;
+
 // === impl RequestAttributes ===
 
-impl RequestAttributes {
+impl<'a> RequestAttributes<'a> {
     /// The attributes of a request with `method` on `path_and_query` (a query, if present, is
     /// read for `watch` and a `metadata.name` field selector).
-    pub fn from_request(method: &Method, path_and_query: &str) -> Self {
+    pub fn from_request(method: &Method, path_and_query: &'a str) -> Self {
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, query),
             None => (path_and_query, ""),
@@ -54,8 +60,8 @@ impl RequestAttributes {
         resource_attributes(method, path, query).map_or_else(
             || {
                 RequestAttributes::NonResource(NonResourceAttributes {
-                    path: path.to_owned(),
-                    verb: method.as_str().to_ascii_lowercase(),
+                    path: Cow::Borrowed(path),
+                    verb: method_verb(method),
                 })
             },
             RequestAttributes::Resource,
@@ -63,7 +69,7 @@ impl RequestAttributes {
     }
 
     /// The attributes of a request as the router holds it.
-    pub fn from_parts(parts: &http::request::Parts) -> Self {
+    pub fn from_parts(parts: &'a http::request::Parts) -> Self {
         let path = parts
             .uri
             .path_and_query()
@@ -80,32 +86,57 @@ impl RequestAttributes {
     }
 }
 
-fn resource_attributes(method: &Method, path: &str, query: &str) -> Option<ResourceAttributes> {
+/// The lower-cased method, without allocating for the standard ones.
+fn method_verb(method: &Method) -> Cow<'static, str> {
+    Cow::Borrowed(match *method {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        Method::CONNECT => "connect",
+        Method::TRACE => "trace",
+        _ => return Cow::Owned(method.as_str().to_ascii_lowercase()),
+    })
+}
+
+fn resource_attributes<'a>(
+    method: &Method,
+    path: &'a str,
+    query: &'a str,
+) -> Option<ResourceAttributes<'a>> {
     let trimmed = path.trim_matches('/');
-    let mut parts: Vec<&str> = trimmed.split('/').collect();
+    let mut segments = [""; SEGMENTS_READ];
+    let mut count = 0;
+    for (slot, segment) in segments.iter_mut().zip(trimmed.split('/')) {
+        *slot = segment;
+        count += 1;
+    }
+    let mut parts = &segments[..count];
     let mut attributes = ResourceAttributes {
-        verb: match *method {
+        verb: Cow::Borrowed(match *method {
             Method::GET | Method::HEAD => "get",
             Method::POST => "create",
             Method::PUT => "update",
             Method::PATCH => "patch",
             Method::DELETE => "delete",
             _ => "",
-        }
-        .to_owned(),
+        }),
         ..ResourceAttributes::default()
     };
     // `/apis/<group>/<version>/<resource...>` or `/api/<version>/<resource...>`; shorter paths are
     // discovery, which is not a resource request.
     match parts.first().copied() {
         Some("apis") if parts.len() >= 4 => {
-            attributes.group = parts[1].to_owned();
-            attributes.version = parts[2].to_owned();
-            parts.drain(..3);
+            attributes.group = Cow::Borrowed(parts[1]);
+            attributes.version = Cow::Borrowed(parts[2]);
+            parts = &parts[3..];
         }
         Some("api") if parts.len() >= 3 => {
-            attributes.version = parts[1].to_owned();
-            parts.drain(..2);
+            attributes.version = Cow::Borrowed(parts[1]);
+            parts = &parts[2..];
         }
         _ => return None,
     }
@@ -114,33 +145,33 @@ fn resource_attributes(method: &Method, path: &str, query: &str) -> Option<Resou
     }
     // The deprecated `/watch/` and `/proxy/` prefixes name the verb in the path.
     if matches!(parts.first(), Some(&"watch") | Some(&"proxy")) {
-        if parts[0] == "watch" {
-            attributes.verb = "watch".to_owned();
+        attributes.verb = Cow::Borrowed(if parts[0] == "watch" {
+            "watch"
         } else {
-            attributes.verb = "proxy".to_owned();
-        }
-        parts.remove(0);
+            "proxy"
+        });
+        parts = &parts[1..];
         if parts.is_empty() {
             return None;
         }
     }
     if parts[0] == "namespaces" && parts.len() > 1 {
-        attributes.namespace = parts[1].to_owned();
+        attributes.namespace = Cow::Borrowed(parts[1]);
         if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
-            parts.drain(..2);
+            parts = &parts[2..];
         }
     }
     if parts.len() >= 3 {
-        attributes.subresource = parts[2].to_owned();
+        attributes.subresource = Cow::Borrowed(parts[2]);
     }
     if parts.len() >= 2 {
-        attributes.name = parts[1].to_owned();
+        attributes.name = Cow::Borrowed(parts[1]);
     }
-    attributes.resource = parts[0].to_owned();
+    attributes.resource = Cow::Borrowed(parts[0]);
 
     if attributes.name.is_empty() && attributes.verb == "get" {
         let watch = query_values(query, "watch").any(|v| parse_bool(&v));
-        attributes.verb = if watch { "watch" } else { "list" }.to_owned();
+        attributes.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
         // A list narrowed to one name by `metadata.name=<name>` is about that object.
         if let Some(name) = query_values(query, "fieldSelector")
             .filter_map(|s| exact_name(&s))
@@ -150,7 +181,7 @@ fn resource_attributes(method: &Method, path: &str, query: &str) -> Option<Resou
         }
     }
     if attributes.name.is_empty() && attributes.verb == "delete" {
-        attributes.verb = "deletecollection".to_owned();
+        attributes.verb = Cow::Borrowed("deletecollection");
     }
     Some(attributes)
 }
@@ -183,7 +214,7 @@ fn parse_bool(value: &str) -> bool {
 }
 
 /// The name a field selector pins with `metadata.name=<name>` (or `==`), if it is the only term.
-fn exact_name(selector: &str) -> Option<String> {
+fn exact_name<'a>(selector: &Cow<'a, str>) -> Option<Cow<'a, str>> {
     if selector.contains(',') {
         return None;
     }
@@ -191,14 +222,21 @@ fn exact_name(selector: &str) -> Option<String> {
         .strip_prefix("metadata.name==")
         .or_else(|| selector.strip_prefix("metadata.name="))?;
     let valid = !value.is_empty() && value != "." && value != ".." && !value.contains(['/', '%']);
-    valid.then(|| value.to_owned())
+    if !valid {
+        return None;
+    }
+    Some(match selector {
+        // Borrowed from the query itself when the selector needed no decoding.
+        Cow::Borrowed(text) => Cow::Borrowed(&text[text.len() - value.len()..]),
+        Cow::Owned(_) => Cow::Owned(value.to_owned()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn resource(method: Method, path: &str) -> ResourceAttributes {
+    fn resource(method: Method, path: &str) -> ResourceAttributes<'_> {
         match RequestAttributes::from_request(&method, path) {
             RequestAttributes::Resource(r) => r,
             other => panic!("{path} is not a resource request: {other:?}"),
@@ -218,7 +256,7 @@ mod tests {
                 group: "metrics.k8s.io".into(),
                 version: "v1beta1".into(),
                 resource: "pods".into(),
-                subresource: String::new(),
+                subresource: "".into(),
                 namespace: "ns".into(),
                 name: "p".into(),
             }
@@ -228,16 +266,13 @@ mod tests {
     #[test]
     fn collections_are_lists_and_watch_true_makes_a_watch() {
         let r = resource(Method::GET, "/apis/metrics.k8s.io/v1beta1/nodes");
-        assert_eq!((r.verb.as_str(), r.resource.as_str()), ("list", "nodes"));
+        assert_eq!((&*r.verb, &*r.resource), ("list", "nodes"));
         assert_eq!(r.namespace, "");
         let r = resource(
             Method::GET,
             "/apis/metrics.k8s.io/v1beta1/namespaces/kube-system/pods?watch=true",
         );
-        assert_eq!(
-            (r.verb.as_str(), r.namespace.as_str()),
-            ("watch", "kube-system")
-        );
+        assert_eq!((&*r.verb, &*r.namespace), ("watch", "kube-system"));
         let r = resource(
             Method::GET,
             "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%3Db&watch=false",
@@ -251,12 +286,19 @@ mod tests {
             Method::GET,
             "/apis/metrics.k8s.io/v1beta1/nodes?fieldSelector=metadata.name%3Dnode-1",
         );
-        assert_eq!((r.verb.as_str(), r.name.as_str()), ("list", "node-1"));
+        assert_eq!((&*r.verb, &*r.name), ("list", "node-1"));
         let r = resource(
             Method::GET,
             "/apis/metrics.k8s.io/v1beta1/nodes?fieldSelector=metadata.name%3Da,spec.x%3Db",
         );
         assert_eq!(r.name, "");
+        // Read in place when nothing needed decoding.
+        let r = resource(
+            Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/nodes?fieldSelector=metadata.name==node-2",
+        );
+        assert_eq!(r.name, "node-2");
+        assert!(matches!(r.name, Cow::Borrowed(_)));
     }
 
     #[test]
@@ -264,22 +306,22 @@ mod tests {
         let r = resource(Method::GET, "/api/v1/namespaces/default/pods/web/log");
         assert_eq!(
             (
-                r.group.as_str(),
-                r.version.as_str(),
-                r.resource.as_str(),
-                r.name.as_str(),
-                r.subresource.as_str()
+                &*r.group,
+                &*r.version,
+                &*r.resource,
+                &*r.name,
+                &*r.subresource
             ),
             ("", "v1", "pods", "web", "log")
         );
         let r = resource(Method::GET, "/api/v1/namespaces/default");
         assert_eq!(
-            (r.resource.as_str(), r.name.as_str(), r.namespace.as_str()),
+            (&*r.resource, &*r.name, &*r.namespace),
             ("namespaces", "default", "default")
         );
         let r = resource(Method::PUT, "/api/v1/namespaces/default/status");
         assert_eq!(
-            (r.verb.as_str(), r.resource.as_str(), r.subresource.as_str()),
+            (&*r.verb, &*r.resource, &*r.subresource),
             ("update", "namespaces", "status")
         );
         let r = resource(Method::DELETE, "/api/v1/namespaces/default/pods");
@@ -301,8 +343,8 @@ mod tests {
             assert_eq!(
                 RequestAttributes::from_request(&Method::GET, path),
                 RequestAttributes::NonResource(NonResourceAttributes {
-                    path: path.to_owned(),
-                    verb: "get".to_owned(),
+                    path: path.into(),
+                    verb: "get".into(),
                 }),
                 "{path}"
             );

@@ -124,7 +124,7 @@ impl DelegatedAuthorizer {
     pub async fn authorize(
         &self,
         user: &AuthenticatedUser,
-        attrs: &RequestAttributes,
+        attrs: &RequestAttributes<'_>,
     ) -> Result<Decision, AuthzError> {
         if user.groups.iter().any(|g| g == PRIVILEGED_GROUP) {
             return Ok(Decision::Allow);
@@ -168,7 +168,7 @@ impl DelegatedAuthorizer {
 /// The SHA-256 of everything the review's answer depends on: the user's name, uid, groups and
 /// extra, and the request's attributes. Each string is hashed after its length and each list
 /// after its count, so two different keys never feed the hash the same bytes.
-fn cache_key(user: &AuthenticatedUser, attrs: &RequestAttributes) -> [u8; 32] {
+fn cache_key(user: &AuthenticatedUser, attrs: &RequestAttributes<'_>) -> [u8; 32] {
     let mut hash = KeyHasher(ring::digest::Context::new(&ring::digest::SHA256));
     hash.text(&user.name);
     hash.text(&user.uid);
@@ -224,7 +224,7 @@ impl KeyHasher {
     }
 }
 
-fn review_for(user: &AuthenticatedUser, attrs: &RequestAttributes) -> SubjectAccessReview {
+fn review_for(user: &AuthenticatedUser, attrs: &RequestAttributes<'_>) -> SubjectAccessReview {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let mut spec = SubjectAccessReviewSpec {
         user: Some(user.name.clone()),
@@ -237,7 +237,7 @@ fn review_for(user: &AuthenticatedUser, attrs: &RequestAttributes) -> SubjectAcc
         RequestAttributes::Resource(r) => {
             spec.resource_attributes = Some(SarResource {
                 verb: non_empty(&r.verb),
-                group: Some(r.group.clone()),
+                group: Some(r.group.to_string()),
                 version: non_empty(&r.version),
                 resource: non_empty(&r.resource),
                 subresource: non_empty(&r.subresource),
@@ -248,8 +248,8 @@ fn review_for(user: &AuthenticatedUser, attrs: &RequestAttributes) -> SubjectAcc
         }
         RequestAttributes::NonResource(n) => {
             spec.non_resource_attributes = Some(SarNonResource {
-                path: Some(n.path.clone()),
-                verb: Some(n.verb.clone()),
+                path: Some(n.path.to_string()),
+                verb: Some(n.verb.to_string()),
             });
         }
     }
@@ -275,14 +275,14 @@ async fn ask(client: kube::Client, review: SubjectAccessReview) -> Result<Verdic
 /// The `403` message Kubernetes gives, e.g. `pods.metrics.k8s.io "p" is forbidden: User "x"
 /// cannot get resource "pods" in API group "metrics.k8s.io" in the namespace "ns"`, with the
 /// reviewer's reason appended after `": "` when there is one.
-pub fn forbidden_message(user: &str, attrs: &RequestAttributes, reason: &str) -> String {
+pub fn forbidden_message(user: &str, attrs: &RequestAttributes<'_>, reason: &str) -> String {
     let mut detail = match attrs {
         RequestAttributes::NonResource(n) => {
             format!("User {user:?} cannot {} path {:?}", n.verb, n.path)
         }
         RequestAttributes::Resource(r) => {
             let resource = if r.subresource.is_empty() {
-                r.resource.clone()
+                r.resource.to_string()
             } else {
                 format!("{}/{}", r.resource, r.subresource)
             };
@@ -305,7 +305,7 @@ pub fn forbidden_message(user: &str, attrs: &RequestAttributes, reason: &str) ->
         RequestAttributes::NonResource(_) => format!("forbidden: {detail}"),
         RequestAttributes::Resource(r) => {
             let qualified = if r.group.is_empty() {
-                r.resource.clone()
+                r.resource.to_string()
             } else {
                 format!("{}.{}", r.resource, r.group)
             };
