@@ -335,12 +335,17 @@ impl Answer {
                 .iter()
                 .zip(self.sources.get(first..first + count)?);
             first += count;
-            if !restamp
-                && segment
-                    .clone()
-                    .all(|(item, source)| source.is_current(item.publish))
+            if segment
+                .clone()
+                .all(|(item, source)| source.is_current(item.publish))
             {
-                out.share(old.clone(), segment.map(|(item, _)| *item));
+                let items = segment.map(|(item, _)| *item);
+                if restamp {
+                    // Only the second changed: one copy, the timestamps rewritten where they lie.
+                    out.restamped(old, items, &now_text);
+                } else {
+                    out.share(old.clone(), items);
+                }
                 continue;
             }
             // Rebuilt: what lies between items (the list's head, commas, its tail) is copied,
@@ -457,6 +462,31 @@ impl SegmentWriter {
         }));
         self.bytes += segment.len();
         self.segments.push(segment);
+    }
+
+    /// Appends a copy of a finished segment whose items are unchanged but for their
+    /// request-time field, rewritten to `now_text`.
+    fn restamped(
+        &mut self,
+        segment: &Bytes,
+        items: impl Iterator<Item = Item>,
+        now_text: &[u8; TIMESTAMP_BYTES],
+    ) {
+        self.cut();
+        let index = self.segments.len();
+        let mut copy = segment.to_vec();
+        for item in items {
+            let at = item.start + item.head + TIMESTAMP_OFFSET;
+            if let Some(field) = copy.get_mut(at..at + TIMESTAMP_BYTES) {
+                field.copy_from_slice(now_text);
+            }
+            self.items.push(Item {
+                segment: index,
+                ..item
+            });
+        }
+        self.bytes += copy.len();
+        self.segments.push(Bytes::from(copy));
     }
 
     fn finish(
