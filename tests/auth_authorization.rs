@@ -23,11 +23,12 @@ fn user(name: &str, groups: &[&str]) -> AuthenticatedUser {
     }
 }
 
-fn pods_in(namespace: &str) -> RequestAttributes {
+fn pods_in(namespace: &str) -> RequestAttributes<'static> {
     RequestAttributes::from_request(
         &Method::GET,
         &format!("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"),
     )
+    .into_owned()
 }
 
 #[tokio::test]

@@ -19,22 +19,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::hpack::HeaderDecoder;
 
 /// What a client sends first on every HTTP/2 connection (RFC 9113, section 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-const FRAME_HEADER_LEN: usize = 9;
+pub const FRAME_HEADER_LEN: usize = 9;
 /// The frame size every peer must accept; this client does not advertise more.
-const MAX_RECV_FRAME: usize = 16_384;
+pub const MAX_RECV_FRAME: usize = 16_384;
 /// The largest window either side may open (2^31 - 1).
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+pub const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// A window's starting size before any settings or updates.
-const DEFAULT_WINDOW: u32 = 65_535;
+pub const DEFAULT_WINDOW: u32 = 65_535;
 /// Received bytes after which the connection window is topped up: half the window, so the kubelet
 /// never waits on it.
-const WINDOW_REFILL: u32 = 1 << 30;
+pub const WINDOW_REFILL: u32 = 1 << 30;
 /// A response header block larger than this (after CONTINUATION frames) fails the exchange.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
-mod frame {
+/// Frame types and flags (RFC 9113, section 6).
+pub mod frame {
     pub const DATA: u8 = 0x0;
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
@@ -52,9 +53,11 @@ mod frame {
     pub const PRIORITY: u8 = 0x20;
 }
 
-mod setting {
+/// Setting identifiers (RFC 9113, section 6.5.2).
+pub mod setting {
     pub const HEADER_TABLE_SIZE: u16 = 0x1;
     pub const ENABLE_PUSH: u16 = 0x2;
+    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
     pub const MAX_FRAME_SIZE: u16 = 0x5;
     pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
@@ -143,7 +146,7 @@ fn literal(out: &mut Vec<u8>, pattern: u8, name_index: usize, value: &[u8]) {
 }
 
 /// An HPACK integer with an `prefix_bits`-bit prefix, the first byte's other bits from `pattern`.
-fn integer(out: &mut Vec<u8>, pattern: u8, prefix_bits: u32, mut value: usize) {
+pub fn integer(out: &mut Vec<u8>, pattern: u8, prefix_bits: u32, mut value: usize) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
         out.push(pattern | value as u8);
@@ -164,7 +167,7 @@ fn wanted_header(name: &[u8]) -> bool {
 }
 
 /// Appends a frame header.
-fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
+pub fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
     // Frame lengths here are at most 2^24 - 1 (checked by the callers), so three bytes hold them.
     out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
     out.push(kind);

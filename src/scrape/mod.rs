@@ -387,6 +387,19 @@ pub(crate) fn unix_now() -> UnixNanos {
 mod tests {
     use super::*;
 
+    /// Every 15 s, without checking kubelets' certificates.
+    fn insecure_config() -> ScrapeConfig {
+        ScrapeConfig {
+            resolution: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+            tls: KubeletTlsConfig {
+                insecure: true,
+                ..Default::default()
+            },
+        }
+    }
+
     #[test]
     fn handle_can_move_to_the_thread_that_stops_it() {
         fn send_sync<T: Send + Sync>() {}
@@ -403,12 +416,7 @@ mod tests {
             rx,
             ScrapeConfig {
                 resolution: Duration::ZERO,
-                request_timeout: Duration::from_secs(10),
-                max_body_bytes: 1 << 20,
-                tls: KubeletTlsConfig {
-                    insecure: true,
-                    ..Default::default()
-                },
+                ..insecure_config()
             },
             Arc::new(Telemetry::new()),
             EngineOptions::default(),
@@ -424,15 +432,7 @@ mod tests {
             let handle = start(
                 Arc::new(Store::new(crate::store::StoreConfig::default())),
                 rx,
-                ScrapeConfig {
-                    resolution: Duration::from_secs(15),
-                    request_timeout: Duration::from_secs(10),
-                    max_body_bytes: 1 << 20,
-                    tls: KubeletTlsConfig {
-                        insecure: true,
-                        ..Default::default()
-                    },
-                },
+                insecure_config(),
                 Arc::new(Telemetry::new()),
             )
             .expect("starts");
@@ -462,15 +462,7 @@ mod tests {
         let result = start(
             Arc::new(Store::new(crate::store::StoreConfig::default())),
             rx,
-            ScrapeConfig {
-                resolution: Duration::from_secs(15),
-                request_timeout: Duration::from_secs(10),
-                max_body_bytes: 1 << 20,
-                tls: KubeletTlsConfig {
-                    insecure: true,
-                    ..Default::default()
-                },
-            },
+            insecure_config(),
             Arc::new(Telemetry::new()),
         );
         assert!(matches!(result, Err(ScrapeError::NoSystem)));

@@ -790,6 +790,16 @@ impl Tally {
         d.shared.note_error(error);
     }
 
+    /// Counts a failed connection attempt, then pauses so a refusing server is not hammered.
+    /// `false` when the stream was stopped meanwhile.
+    async fn connect_failed(&mut self, d: &Driver, failure: &str) -> bool {
+        self.error(d, failure);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => true,
+            _ = d.stop.cancelled() => false,
+        }
+    }
+
     fn finish(mut self, d: &Driver) {
         d.shared.flush(self.second, &mut self.local);
     }
@@ -847,11 +857,8 @@ async fn drive_h2(d: Driver) {
                     Ok(Err(error)) => format!("connect: {error}"),
                     Err(_) => "connect: timed out".to_owned(),
                 };
-                tally.error(&d, &failure);
-                // Do not spin on a refusing server.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = d.stop.cancelled() => break,
+                if !tally.connect_failed(&d, &failure).await {
+                    break;
                 }
                 continue;
             }
@@ -958,10 +965,8 @@ async fn drive_http1(d: Driver) {
                 Ok(Err(error)) => format!("connect: {error}"),
                 Err(_) => "connect: timed out".to_owned(),
             };
-            tally.error(&d, &failure);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = d.stop.cancelled() => break,
+            if !tally.connect_failed(&d, &failure).await {
+                break;
             }
             continue;
         }

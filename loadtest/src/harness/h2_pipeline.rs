@@ -15,19 +15,12 @@
 
 use bytes::{Buf, BytesMut};
 use metrics_server::scrape::hpack::HeaderDecoder;
+use metrics_server::scrape::http2::{
+    frame, frame_header, integer, setting, DEFAULT_WINDOW, FRAME_HEADER_LEN, MAX_RECV_FRAME,
+    MAX_WINDOW, PREFACE, WINDOW_REFILL,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// What a client sends first on every HTTP/2 connection (RFC 9113, section 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_HEADER_LEN: usize = 9;
-/// The frame size every peer must accept; this client does not advertise more.
-const MAX_RECV_FRAME: usize = 16_384;
-/// The largest window either side may open (2^31 - 1).
-const MAX_WINDOW: u32 = (1 << 31) - 1;
-/// A window's starting size before any settings or updates.
-const DEFAULT_WINDOW: u32 = 65_535;
-/// Received bytes after which the connection window is topped up (half the window).
-const WINDOW_REFILL: u32 = 1 << 30;
 /// The dynamic table each side starts with (RFC 7541), before settings say otherwise.
 const DEFAULT_TABLE_SIZE: u32 = 4_096;
 /// A response header block larger than this (after CONTINUATION frames) fails the connection.
@@ -36,32 +29,6 @@ const MAX_HEADER_BLOCK: usize = 64 * 1024;
 const READ_RESERVE: usize = 64 * 1024;
 /// Bytes a dynamic-table entry costs beyond its name and value (RFC 7541, section 4.1).
 const ENTRY_OVERHEAD: usize = 32;
-
-mod frame {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PUSH_PROMISE: u8 = 0x5;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const WINDOW_UPDATE: u8 = 0x8;
-    pub const CONTINUATION: u8 = 0x9;
-
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PADDED: u8 = 0x8;
-    pub const PRIORITY: u8 = 0x20;
-}
-
-mod setting {
-    pub const HEADER_TABLE_SIZE: u16 = 0x1;
-    pub const ENABLE_PUSH: u16 = 0x2;
-    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
-    pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
-    pub const MAX_FRAME_SIZE: u16 = 0x5;
-}
 
 /// Why the connection cannot go on. Every error ends it: the caller fails what is in flight.
 #[derive(Debug, thiserror::Error)]
@@ -147,33 +114,10 @@ impl FieldBlocks {
     }
 }
 
-/// An HPACK integer with a `prefix_bits`-bit prefix, the first byte's other bits from `pattern`.
-fn integer(out: &mut Vec<u8>, pattern: u8, prefix_bits: u32, mut value: usize) {
-    let max = (1usize << prefix_bits) - 1;
-    if value < max {
-        out.push(pattern | value as u8);
-        return;
-    }
-    out.push(pattern | max as u8);
-    value -= max;
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 /// A string literal, not Huffman-coded.
 fn string(out: &mut Vec<u8>, value: &[u8]) {
     integer(out, 0x00, 7, value.len());
     out.extend_from_slice(value);
-}
-
-fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
-    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&(stream & MAX_WINDOW).to_be_bytes());
 }
 
 /// A request whose answer has not ended.

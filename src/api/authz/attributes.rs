@@ -77,6 +77,28 @@ impl<'a> RequestAttributes<'a> {
         Self::from_request(&parts.method, path)
     }
 
+    /// The same attributes, owning their strings.
+    pub fn into_owned(self) -> RequestAttributes<'static> {
+        let own = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        match self {
+            RequestAttributes::Resource(r) => RequestAttributes::Resource(ResourceAttributes {
+                verb: own(r.verb),
+                group: own(r.group),
+                version: own(r.version),
+                resource: own(r.resource),
+                subresource: own(r.subresource),
+                namespace: own(r.namespace),
+                name: own(r.name),
+            }),
+            RequestAttributes::NonResource(n) => {
+                RequestAttributes::NonResource(NonResourceAttributes {
+                    path: own(n.path),
+                    verb: own(n.verb),
+                })
+            }
+        }
+    }
+
     /// The verb, for either kind.
     pub fn verb(&self) -> &str {
         match self {
