@@ -166,6 +166,19 @@ fn wanted_header(name: &[u8]) -> bool {
     name == b":status" || name == b"content-length"
 }
 
+/// Appends what a client sends first: the preface, its `settings`, and a WINDOW_UPDATE opening
+/// the connection's receive window to the maximum.
+pub fn client_preface(out: &mut Vec<u8>, settings: &[(u16, u32)]) {
+    out.extend_from_slice(PREFACE);
+    frame_header(out, 6 * settings.len(), frame::SETTINGS, 0, 0);
+    for (id, value) in settings {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    frame_header(out, 4, frame::WINDOW_UPDATE, 0, 0);
+    out.extend_from_slice(&(MAX_WINDOW - DEFAULT_WINDOW).to_be_bytes());
+}
+
 /// Appends a frame header.
 pub fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
     // Frame lengths here are at most 2^24 - 1 (checked by the callers), so three bytes hold them.
@@ -235,14 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Http2Connection<S> {
             (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_BLOCK as u32),
         ];
         let mut out = Vec::with_capacity(PREFACE.len() + 9 + 6 * settings.len() + 13);
-        out.extend_from_slice(PREFACE);
-        frame_header(&mut out, 6 * settings.len(), frame::SETTINGS, 0, 0);
-        for (id, value) in settings {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&value.to_be_bytes());
-        }
-        frame_header(&mut out, 4, frame::WINDOW_UPDATE, 0, 0);
-        out.extend_from_slice(&(MAX_WINDOW - DEFAULT_WINDOW).to_be_bytes());
+        client_preface(&mut out, &settings);
         connection.io.write_all(&out).await?;
         connection.io.flush().await?;
         Ok(connection)

@@ -16,8 +16,8 @@
 use bytes::{Buf, BytesMut};
 use metrics_server::scrape::hpack::HeaderDecoder;
 use metrics_server::scrape::http2::{
-    frame, frame_header, integer, setting, DEFAULT_WINDOW, FRAME_HEADER_LEN, MAX_RECV_FRAME,
-    MAX_WINDOW, PREFACE, WINDOW_REFILL,
+    client_preface, frame, frame_header, integer, setting, FRAME_HEADER_LEN, MAX_RECV_FRAME,
+    MAX_WINDOW, WINDOW_REFILL,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -173,14 +173,7 @@ impl<T, S: AsyncRead + AsyncWrite + Unpin> PipelinedH2<T, S> {
             (setting::INITIAL_WINDOW_SIZE, MAX_WINDOW),
         ];
         let mut out = Vec::with_capacity(4096);
-        out.extend_from_slice(PREFACE);
-        frame_header(&mut out, 6 * settings.len(), frame::SETTINGS, 0, 0);
-        for (id, value) in settings {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&value.to_be_bytes());
-        }
-        frame_header(&mut out, 4, frame::WINDOW_UPDATE, 0, 0);
-        out.extend_from_slice(&(MAX_WINDOW - DEFAULT_WINDOW).to_be_bytes());
+        client_preface(&mut out, &settings);
         PipelinedH2 {
             io,
             read: BytesMut::with_capacity(READ_RESERVE),
@@ -556,6 +549,7 @@ fn u32_at(bytes: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrics_server::scrape::http2::PREFACE;
     use tokio::io::DuplexStream;
 
     /// The server's end of a connection: reads what the client wrote, writes frames to it.
