@@ -605,6 +605,17 @@ mod tests {
             (requests, others)
         }
 
+        /// A `200` head that ends its stream: an answer without a body.
+        async fn empty_ok(&mut self, stream: u32) {
+            self.send(
+                frame::HEADERS,
+                frame::END_HEADERS | frame::END_STREAM,
+                stream,
+                &[0x88],
+            )
+            .await;
+        }
+
         async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
             let mut out = Vec::new();
             frame_header(&mut out, payload.len(), kind, flags, stream);
@@ -700,13 +711,7 @@ mod tests {
         // The server's settings (default table), a ping: both answered.
         peer.send(frame::SETTINGS, 0, 0, &[]).await;
         peer.send(frame::PING, 0, 0, b"12345678").await;
-        peer.send(
-            frame::HEADERS,
-            frame::END_HEADERS | frame::END_STREAM,
-            1,
-            &[0x88],
-        )
-        .await;
+        peer.empty_ok(1).await;
         assert_eq!(answers(&mut conn, 1).await[0].result, Ok(0));
         for token in 1..3 {
             conn.queue("/b", token).expect("queued");
@@ -724,13 +729,7 @@ mod tests {
         shrink.extend_from_slice(&40u32.to_be_bytes());
         peer.send(frame::SETTINGS, 0, 0, &shrink).await;
         for stream in [3, 5] {
-            peer.send(
-                frame::HEADERS,
-                frame::END_HEADERS | frame::END_STREAM,
-                stream,
-                &[0x88],
-            )
-            .await;
+            peer.empty_ok(stream).await;
         }
         answers(&mut conn, 2).await;
         conn.queue("/c", 3).expect("queued");
@@ -772,13 +771,7 @@ mod tests {
         assert!(conn.queue("/p", 9).is_err());
         // Streams 1 and 3 are still answered.
         for stream in [1, 3] {
-            peer.send(
-                frame::HEADERS,
-                frame::END_HEADERS | frame::END_STREAM,
-                stream,
-                &[0x88],
-            )
-            .await;
+            peer.empty_ok(stream).await;
         }
         let done = answers(&mut conn, 2).await;
         assert!(done.iter().all(|a| a.result == Ok(0)));
