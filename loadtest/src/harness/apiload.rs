@@ -316,14 +316,18 @@ struct Dialer {
 }
 
 impl Dialer {
-    async fn open(&self) -> Result<Conn, BoxError> {
+    /// A TCP connection to the target (no Nagle delay) with TLS on it.
+    async fn connect_tls(&self) -> Result<TlsStream<TcpStream>, BoxError> {
         let tcp = TcpStream::connect(self.target.addr).await?;
         tcp.set_nodelay(true)?;
-        let tls = self
+        Ok(self
             .connector
             .connect(self.server_name.clone(), tcp)
-            .await?;
-        let io = TokioIo::new(tls);
+            .await?)
+    }
+
+    async fn open(&self) -> Result<Conn, BoxError> {
+        let io = TokioIo::new(self.connect_tls().await?);
         match self.protocol {
             Protocol::H2 => {
                 let (send, conn) =
@@ -811,13 +815,7 @@ type H2Connection = h2_pipeline::PipelinedH2<Instant, TlsStream<TcpStream>>;
 /// Opens a connection for [`drive_h2`]: TCP, TLS with `h2` agreed by ALPN, the client's preface
 /// queued.
 async fn open_h2(d: &Driver) -> Result<H2Connection, BoxError> {
-    let dialer = &d.dialer;
-    let tcp = TcpStream::connect(dialer.target.addr).await?;
-    tcp.set_nodelay(true)?;
-    let tls = dialer
-        .connector
-        .connect(dialer.server_name.clone(), tcp)
-        .await?;
+    let tls = d.dialer.connect_tls().await?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
         return Err("the server did not agree to HTTP/2 (ALPN)".into());
     }
