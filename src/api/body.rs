@@ -12,7 +12,8 @@
 //!
 //! Renderers run at the lowest of the server's CPU priorities ([`crate::priority::RENDER_NICE`]):
 //! a list of hundreds of thousands of pods takes a core for a second or more, and on a small
-//! machine small reads (an HPA's) and scraping must not queue behind it. The blocking pool of the API's runtime does nothing else.
+//! machine small reads (an HPA's) and scraping must not queue behind it. The blocking pool of
+//! the API's runtime does nothing else.
 //!
 //! Such a body has no length up front: HTTP/1.1 sends it chunked and HTTP/2 ends the stream with
 //! its last frame, as Go's server does for large bodies. The bytes are those of a buffered render.
