@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use super::text::{classify, Entry, Lines, Sample, SeriesLine};
+use super::text::{classify, same_bytes, Entry, Lines, Sample, SeriesLine};
 use super::{DecodeError, DecodeStats, Decoded, SkipReason};
 use crate::model::{ContainerScrape, MetricsPoint, NodeScrape, PodScrape, UnixNanos};
 
@@ -61,15 +61,27 @@ const SERIES: [(&str, Series); 11] = [
 ];
 
 /// The fast path: a line that starts (with no leading blank) with a name from [`SERIES`].
+///
+/// `last` is the index in [`SERIES`] of the previous line's series and is tried first: samples of
+/// one family are written together, so it is right for all but a family's first line.
 #[inline]
-fn known_series(line: &[u8]) -> Option<(Series, SeriesLine<'_>)> {
+fn known_series<'a>(line: &'a [u8], last: &mut usize) -> Option<(Series, SeriesLine<'a>)> {
+    let (name, series) = SERIES[*last];
+    if let Some(line) = SeriesLine::with_name(line, name) {
+        return Some((series, line));
+    }
     let first = *line.first()?;
-    SERIES.iter().find_map(|&(name, series)| {
-        if name.as_bytes()[0] != first {
-            return None;
-        }
-        SeriesLine::with_name(line, name).map(|line| (series, line))
-    })
+    SERIES
+        .iter()
+        .enumerate()
+        .find_map(|(index, &(name, series))| {
+            if name.as_bytes()[0] != first {
+                return None;
+            }
+            let line = SeriesLine::with_name(line, name)?;
+            *last = index;
+            Some((series, line))
+        })
 }
 
 /// The slow path, for lines the fast path did not recognise (leading blanks, unknown names).
@@ -126,8 +138,9 @@ struct ContainerKey<'a> {
 
 pub(super) fn decode(body: &[u8], request_time: UnixNanos) -> Result<Decoded<'_>, DecodeError> {
     let mut acc = Accumulator::new(request_time, body.len());
+    let mut last_series = 0;
     for line in Lines::new(body) {
-        let (series, line) = match known_series(line) {
+        let (series, line) = match known_series(line, &mut last_series) {
             Some(found) => found,
             None => match classify(line) {
                 Entry::Blank | Entry::Comment(_) => {
@@ -404,7 +417,9 @@ fn slot_matches(
     key: &ContainerKey<'_>,
 ) -> bool {
     let pod = &pods[container.pod];
-    container.name == key.container && pod.name == key.pod && pod.namespace == key.namespace
+    same_bytes(container.name.as_bytes(), key.container.as_bytes())
+        && same_bytes(pod.name.as_bytes(), key.pod.as_bytes())
+        && same_bytes(pod.namespace.as_bytes(), key.namespace.as_bytes())
 }
 
 /// Picks `container`, `pod` and `namespace` out of the label block; each must be present and

@@ -32,11 +32,23 @@ pub fn parse_f64(token: &[u8]) -> Option<f64> {
 /// Clinger's fast path; `None` means "not handled here", not "invalid".
 #[inline]
 fn fast_f64(token: &[u8]) -> Option<f64> {
-    let (negative, digits) = match token.first()? {
-        b'-' => (true, &token[1..]),
-        b'+' => (false, &token[1..]),
-        _ => (false, token),
+    match fast_f64_prefix(token)? {
+        (value, len) if len == token.len() => Some(value),
+        _ => None,
+    }
+}
+
+/// Clinger's fast path over the longest float at the start of `bytes`: the value and how many
+/// bytes it took. `None` means "not handled here"; the caller decides what the bytes after the
+/// float may be.
+#[inline(always)]
+fn fast_f64_prefix(bytes: &[u8]) -> Option<(f64, usize)> {
+    let (negative, sign_len) = match bytes.first()? {
+        b'-' => (true, 1),
+        b'+' => (false, 1),
+        _ => (false, 0),
     };
+    let digits = &bytes[sign_len..];
     let (mantissa, int_len) = accumulate_digits(digits, 0);
     let mut i = int_len;
     let mut mantissa = mantissa;
@@ -79,7 +91,7 @@ fn fast_f64(token: &[u8]) -> Option<f64> {
         }
         exponent += if exp_negative { -exp } else { exp };
     }
-    if i != digits.len() || mantissa > MAX_EXACT_MANTISSA {
+    if mantissa > MAX_EXACT_MANTISSA {
         return None;
     }
     let magnitude = mantissa as f64;
@@ -88,7 +100,38 @@ fn fast_f64(token: &[u8]) -> Option<f64> {
     } else {
         magnitude / *POW10.get(usize::try_from(-exponent).ok()?)?
     };
-    Some(if negative { -value } else { value })
+    Some((if negative { -value } else { value }, sign_len + i))
+}
+
+/// The end of a sample line in the one spacing a kubelet writes: a value alone, or a value, one
+/// space and a timestamp. `None` means only "not that shape" (other spacing, or a token either
+/// parser rejects); a caller then splits the tokens itself. When this returns a pair, that split
+/// gives the same pair.
+///
+/// One pass: the float's own scan finds where it ends, so the space is not searched for first.
+#[inline]
+pub fn parse_value_timestamp(tail: &[u8]) -> Option<(f64, Option<i64>)> {
+    if let Some((value, len)) = fast_f64_prefix(tail) {
+        match tail.get(len) {
+            None => return Some((value, None)),
+            Some(b' ') => return Some((value, Some(parse_i64(&tail[len + 1..])?))),
+            // A byte the fast path does not take (`1.5x`, or a float it leaves to the slow
+            // path): the split below decides.
+            Some(_) => {}
+        }
+    }
+    split_value_timestamp(tail)
+}
+
+#[cold]
+fn split_value_timestamp(tail: &[u8]) -> Option<(f64, Option<i64>)> {
+    match memchr::memchr(b' ', tail) {
+        Some(space) => Some((
+            parse_f64(&tail[..space])?,
+            Some(parse_i64(&tail[space + 1..])?),
+        )),
+        None => Some((parse_f64(tail)?, None)),
+    }
 }
 
 /// Appends the leading decimal digits of `bytes` to `mantissa`; returns it and how many digits were
@@ -131,7 +174,13 @@ pub fn parse_i64(token: &[u8]) -> Option<i64> {
     // needs no checked arithmetic.
     if digits.len() <= 18 {
         let mut value: i64 = 0;
-        for &byte in digits {
+        let mut rest = digits;
+        // Eight digits per step: a millisecond timestamp is 13 digits on every line of a body.
+        while let Some((word, after)) = rest.split_first_chunk::<8>() {
+            value = value * 100_000_000 + eight_digits(u64::from_le_bytes(*word))?;
+            rest = after;
+        }
+        for &byte in rest {
             if !byte.is_ascii_digit() {
                 return None;
             }
@@ -152,6 +201,30 @@ pub fn parse_i64(token: &[u8]) -> Option<i64> {
     } else {
         value.checked_neg()
     }
+}
+
+/// Eight ASCII digits, first digit in the lowest byte, as their value; `None` if any byte is not
+/// a digit.
+#[inline(always)]
+fn eight_digits(word: u64) -> Option<i64> {
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    // A digit is 0x30..=0x39: high nibble 3, and adding 6 keeps it there (0x3a..0x3f would not).
+    // Adding 6 to a byte whose high nibble is 3 cannot carry into the next byte, and a byte whose
+    // high nibble is not 3 already fails the first test.
+    if word & HIGH_NIBBLES != ZEROS
+        || word.wrapping_add(0x0606_0606_0606_0606) & HIGH_NIBBLES != ZEROS
+    {
+        return None;
+    }
+    let mut x = word - ZEROS;
+    // Pairs, then quads, then the eight: each step multiplies the earlier (lower) half by its
+    // place value and adds the later one.
+    x = (x.wrapping_mul(10 << 8 | 1) >> 8) & 0x00FF_00FF_00FF_00FF;
+    x = (x.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_FFFF_0000_FFFF;
+    x = x.wrapping_mul(10_000 << 32 | 1) >> 32;
+    // At most 99,999,999.
+    Some(x as i64)
 }
 
 #[cfg(test)]
@@ -222,7 +295,87 @@ mod tests {
         assert_eq!(parse_i64(b"12.5"), None);
     }
 
+    #[test]
+    fn a_non_digit_anywhere_in_a_timestamp_rejects_it() {
+        // Every position of an eight-byte step and of the tail, with the bytes just outside
+        // '0'..='9' and ones whose low nibble is a digit.
+        let digits = *b"1633253812125";
+        for at in 0..digits.len() {
+            for bad in [b'/', b':', b' ', b'a', 0x10, 0x40, 0xb3, 0xff] {
+                let mut token = digits;
+                token[at] = bad;
+                assert_eq!(
+                    parse_i64(&token),
+                    None,
+                    "{:?}",
+                    String::from_utf8_lossy(&token)
+                );
+            }
+        }
+        assert_eq!(parse_i64(b"00000000"), Some(0));
+        assert_eq!(parse_i64(b"99999999"), Some(99_999_999));
+        assert_eq!(
+            parse_i64(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+    }
+
+    /// What a caller without [`parse_value_timestamp`] does: split at the first space.
+    fn split_then_parse(tail: &[u8]) -> Option<(f64, Option<i64>)> {
+        match tail.iter().position(|&b| b == b' ') {
+            Some(space) => Some((
+                parse_f64(&tail[..space])?,
+                Some(parse_i64(&tail[space + 1..])?),
+            )),
+            None => Some((parse_f64(tail)?, None)),
+        }
+    }
+
+    fn same_pair(a: Option<(f64, Option<i64>)>, b: Option<(f64, Option<i64>)>) -> bool {
+        match (a, b) {
+            (Some((x, s)), Some((y, t))) => s == t && same(Some(x), Some(y)),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn value_and_timestamp_split_like_the_tokens() {
+        for tail in [
+            "4.710169 1633253812125",
+            "1.253376e+07 1633253812125",
+            "0",
+            "NaN 5",
+            "+Inf",
+            "1.5e 12",
+            "1.5x 12",
+            "1.5  12",
+            "1.5 12 ",
+            "1.5 ",
+            " 1.5",
+            "1.5 x",
+            "12345678901234567890 1",
+            "",
+        ] {
+            let got = parse_value_timestamp(tail.as_bytes());
+            assert!(
+                same_pair(got, split_then_parse(tail.as_bytes())),
+                "{tail:?}: {got:?}"
+            );
+        }
+        assert_eq!(
+            parse_value_timestamp(b"4.5 1633253812125"),
+            Some((4.5, Some(1_633_253_812_125)))
+        );
+    }
+
     proptest! {
+        #[test]
+        fn value_and_timestamp_agree_with_the_split(tail in "[0-9eE+.Na -]{0,24}") {
+            let got = parse_value_timestamp(tail.as_bytes());
+            prop_assert!(same_pair(got, split_then_parse(tail.as_bytes())), "{:?}", tail);
+        }
+
         #[test]
         fn fast_path_agrees_with_std_on_any_decimal(
             int in "[0-9]{0,12}",
