@@ -137,6 +137,36 @@ fn node_update(c: &mut Bench) {
             )
         });
     }
+    // Every node in turn, as a scrape round writes them: by a node's next write, what the other
+    // nodes' writes touched has pushed its state out of the nearer caches.
+    let nodes = 1000;
+    let store = Store::new(config());
+    let fleet: Vec<(Name, NodeNames)> = (0..nodes)
+        .map(|n| (Name::from(format!("node-{n:05}")), node_names(n, 30, 2)))
+        .collect();
+    let mut t = 100;
+    for _ in 0..2 {
+        t += 15;
+        for (node, names) in &fleet {
+            store.write_node(node, &scrape(names, t), t * S);
+        }
+    }
+    assert_eq!(store.snapshot().pods().count(), nodes * 30);
+    let mut turn = 0;
+    group.bench_function("30 pods x 2 containers, each of 1000 nodes in turn", |b| {
+        b.iter_batched_ref(
+            || {
+                turn = (turn + 1) % nodes;
+                if turn == 0 {
+                    t += 15;
+                }
+                let (node, names) = &fleet[turn];
+                (node.clone(), scrape(names, t))
+            },
+            |(node, scrape)| store.write_node(node, scrape, 0),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
