@@ -36,6 +36,11 @@ pub(crate) struct NodeState {
     /// its pods in the same order every time, so the next scrape finds each pod's state at its
     /// hinted position with one comparison instead of a binary search.
     positions: Vec<u32>,
+    /// Every name of the last scrape, in its order, in one run of bytes: when the next scrape
+    /// lists the same names, `positions` still says where each pod's state is and every pod keeps
+    /// its containers, which is checked against this instead of against the stored names (one
+    /// allocation each, and cold by the next scrape).
+    scraped_names: ScrapedNames,
     /// The number of this node's latest publish, and where it is announced (see
     /// [`EntryStamp`]).
     stamp: EntryStamp,
@@ -67,6 +72,7 @@ impl NodeState {
             spare: None,
             published: None,
             positions: Vec::new(),
+            scraped_names: ScrapedNames::default(),
             stamp: EntryStamp::default(),
         }
     }
@@ -107,11 +113,26 @@ impl NodeState {
             Points::next_node(self.node.as_ref(), point)
         });
 
-        if self.update_in_place(scrape, resolution, &mut newest) {
-            self.note_newest(newest, now);
-            return;
+        if self.scraped_names.matches(scrape) && self.positions_are_a_permutation() {
+            self.update_same_names(scrape, resolution, &mut newest);
+        } else {
+            if !self.update_in_place(scrape, resolution, &mut newest) {
+                self.rebuild(scrape, resolution, pod_names, &mut newest);
+            }
+            self.scraped_names.record(scrape);
         }
+        self.note_newest(newest, now);
+    }
 
+    /// The general path: pods matched by name (a hinted position, else a binary search), new
+    /// ones created, missing ones dropped, then sorted.
+    fn rebuild(
+        &mut self,
+        scrape: &NodeScrape<'_>,
+        resolution: i64,
+        pod_names: Option<&dyn PodNames>,
+        newest: &mut UnixNanos,
+    ) {
         // Old pods are consumed as they are matched: their container lists are reused in place.
         let mut old_pods = std::mem::take(&mut self.pods);
         let mut pods: Vec<PodState> = Vec::with_capacity(scrape.pods.len());
@@ -154,13 +175,8 @@ impl NodeState {
                 }
             };
 
-            let containers = next_containers(
-                old_containers,
-                pod,
-                (&namespace, &name),
-                resolution,
-                &mut newest,
-            );
+            let containers =
+                next_containers(old_containers, pod, (&namespace, &name), resolution, newest);
             pods.push(PodState {
                 namespace,
                 name,
@@ -190,7 +206,40 @@ impl NodeState {
         }
         self.pods = sorted;
         self.positions = positions;
-        self.note_newest(newest, now);
+    }
+
+    /// The scrape lists exactly the names of the last one, in the same order, and `positions` is
+    /// a permutation: each pod's state is at its position and has the scraped pod's names, and a
+    /// container list as long as the scraped one has its names in its order (a list is only ever
+    /// shorter when a duplicate name was dropped), so only the points change.
+    fn update_same_names(
+        &mut self,
+        scrape: &NodeScrape<'_>,
+        resolution: i64,
+        newest: &mut UnixNanos,
+    ) {
+        for (pod, &slot) in scrape.pods.iter().zip(&self.positions) {
+            // A permutation of the slots: every one is in range.
+            let Some(state) = self.pods.get_mut(slot as usize) else {
+                continue;
+            };
+            if state.containers.len() != pod.containers.len() {
+                let old_containers = std::mem::take(&mut state.containers);
+                state.containers = next_containers(
+                    old_containers,
+                    pod,
+                    (&state.namespace, &state.name),
+                    resolution,
+                    newest,
+                );
+                continue;
+            }
+            for (state, container) in state.containers.iter_mut().zip(&pod.containers) {
+                *newest = (*newest).max(container.point.timestamp);
+                state.points =
+                    Points::next_container(Some(&state.points), container.point, resolution);
+            }
+        }
     }
 
     /// The steady case: the scrape lists exactly the pods of the last one, each at the position
@@ -276,6 +325,8 @@ impl NodeState {
         {
             Ok(i) => {
                 self.pods.remove(i);
+                // Slots after `i` moved: the next scrape matches pods by name again.
+                self.scraped_names.forget();
                 true
             }
             Err(_) => false,
@@ -528,6 +579,89 @@ fn next_containers(
     containers
 }
 
+/// The names of one scrape in its order, each behind its length: per pod the namespace, the
+/// name, the number of containers and their names. Compared front to back, one run of bytes.
+#[derive(Debug, Default)]
+struct ScrapedNames {
+    bytes: Vec<u8>,
+    /// `false` until a scrape is recorded, and after the pods changed behind the record's back.
+    known: bool,
+}
+
+impl ScrapedNames {
+    fn record(&mut self, scrape: &NodeScrape<'_>) {
+        self.bytes.clear();
+        let mut fits = true;
+        for pod in &scrape.pods {
+            fits &= put_len(&mut self.bytes, pod.namespace.len());
+            self.bytes.extend_from_slice(pod.namespace.as_bytes());
+            fits &= put_len(&mut self.bytes, pod.name.len());
+            self.bytes.extend_from_slice(pod.name.as_bytes());
+            fits &= put_len(&mut self.bytes, pod.containers.len());
+            for container in &pod.containers {
+                fits &= put_len(&mut self.bytes, container.name.len());
+                self.bytes.extend_from_slice(container.name.as_bytes());
+            }
+        }
+        // A length past `u32` (never written by a kubelet) would make the record ambiguous.
+        self.known = fits;
+    }
+
+    fn forget(&mut self) {
+        self.known = false;
+    }
+
+    fn matches(&self, scrape: &NodeScrape<'_>) -> bool {
+        if !self.known {
+            return false;
+        }
+        let mut rest = self.bytes.as_slice();
+        let all_same = scrape.pods.iter().all(|pod| {
+            take_name(&mut rest, &pod.namespace)
+                && take_name(&mut rest, &pod.name)
+                && take_len(&mut rest, pod.containers.len())
+                && pod
+                    .containers
+                    .iter()
+                    .all(|container| take_name(&mut rest, &container.name))
+        });
+        all_same && rest.is_empty()
+    }
+}
+
+/// Appends `len` as four bytes; `false` if it does not fit.
+fn put_len(out: &mut Vec<u8>, len: usize) -> bool {
+    let fits = u32::try_from(len);
+    out.extend_from_slice(&fits.unwrap_or(u32::MAX).to_le_bytes());
+    fits.is_ok()
+}
+
+/// Consumes `len` from the front of `rest` if it is there.
+fn take_len(rest: &mut &[u8], len: usize) -> bool {
+    let Some((recorded, after)) = rest.split_first_chunk::<4>() else {
+        return false;
+    };
+    if usize::try_from(u32::from_le_bytes(*recorded)) != Ok(len) {
+        return false;
+    }
+    *rest = after;
+    true
+}
+
+/// Consumes `name` (its length, then its bytes) from the front of `rest` if it is there.
+fn take_name(rest: &mut &[u8], name: &str) -> bool {
+    if !take_len(rest, name.len()) {
+        return false;
+    }
+    match rest.split_at_checked(name.len()) {
+        Some((recorded, after)) if recorded == name.as_bytes() => {
+            *rest = after;
+            true
+        }
+        _ => false,
+    }
+}
+
 fn slot(position: usize) -> u32 {
     u32::try_from(position).unwrap_or(u32::MAX)
 }
@@ -584,11 +718,18 @@ mod tests {
                     PodScrape {
                         namespace: Cow::Borrowed(namespace),
                         name: Cow::Borrowed(name),
-                        containers: ["a", "b", "c"][..count]
+                        // A third container repeats the second's name, which the store keeps
+                        // once; a fourth follows it.
+                        containers: ["a", "b", "b", "c"][..count]
                             .iter()
-                            .map(|c| ContainerScrape {
+                            .enumerate()
+                            .map(|(j, c)| ContainerScrape {
                                 name: Cow::Borrowed(c),
-                                point: *point,
+                                // Each container its own memory, so one served for another shows.
+                                point: MetricsPoint {
+                                    memory_usage: point.memory_usage + 100 * j as u64,
+                                    ..*point
+                                },
                             })
                             .collect(),
                     }
@@ -598,7 +739,7 @@ mod tests {
     }
 
     fn listing() -> impl Strategy<Value = Vec<(usize, usize, usize)>> {
-        proptest::collection::vec((0..2usize, 0..4usize, 1..3usize), 0..6)
+        proptest::collection::vec((0..2usize, 0..4usize, 1..5usize), 0..6)
     }
 
     proptest! {
@@ -606,17 +747,27 @@ mod tests {
 
         /// Updating in place (the steady case) serves exactly what the general path serves, for
         /// any sequence of listings: repeated ones take the in-place path, changed, reordered or
-        /// duplicated ones must not.
+        /// duplicated ones must not, nor a repeated one after a pod was removed between scrapes.
         #[test]
         fn in_place_updates_serve_what_the_general_path_serves(
             first in listing(),
-            steps in proptest::collection::vec((any::<bool>(), listing()), 1..8),
+            steps in proptest::collection::vec(
+                (any::<bool>(), listing(), proptest::option::of(0..6usize)),
+                1..8,
+            ),
         ) {
             let node = Name::from("n1");
             let mut fast = NodeState::new(0);
             let mut general = NodeState::new(0);
             let mut current = first;
-            for (t, (repeat, next)) in steps.into_iter().enumerate() {
+            for (t, (repeat, next, removed)) in steps.into_iter().enumerate() {
+                if let Some(&(ns, p, _)) = removed.and_then(|i| current.get(i)) {
+                    let (namespace, name) = (format!("ns{ns}"), format!("p{p}"));
+                    prop_assert_eq!(
+                        fast.remove_pod(&namespace, &name),
+                        general.remove_pod(&namespace, &name)
+                    );
+                }
                 if !repeat {
                     current = next;
                 }
@@ -624,8 +775,9 @@ mod tests {
                 let (names, points) = scrape(t * 15, &current);
                 let scrape = node_scrape(&names, &points, &current);
                 fast.update(&scrape, t * 15 * S, RESOLUTION, None);
-                // No remembered positions: the general path, always.
+                // No remembered positions or names: the general path, always.
                 general.positions.clear();
+                general.scraped_names.forget();
                 general.update(&scrape, t * 15 * S, RESOLUTION, None);
                 let served = |state: &NodeState| state.entry(&node).map(|e| (e.node, e.pods));
                 prop_assert_eq!(served(&fast), served(&general));
