@@ -113,7 +113,10 @@ impl NodeState {
             Points::next_node(self.node.as_ref(), point)
         });
 
-        if self.scraped_names.matches(scrape) && self.positions_are_a_permutation() {
+        if self.scraped_names.matches(scrape)
+            && self.positions.len() == self.pods.len()
+            && self.positions_are_a_permutation()
+        {
             self.update_same_names(scrape, resolution, &mut newest);
         } else {
             if !self.update_in_place(scrape, resolution, &mut newest) {
