@@ -227,14 +227,7 @@ impl NodeState {
                 continue;
             };
             if state.containers.len() != pod.containers.len() {
-                let old_containers = std::mem::take(&mut state.containers);
-                state.containers = next_containers(
-                    old_containers,
-                    pod,
-                    (&state.namespace, &state.name),
-                    resolution,
-                    newest,
-                );
+                state.take_scraped_containers(pod, resolution, newest);
                 continue;
             }
             for (state, container) in state.containers.iter_mut().zip(&pod.containers) {
@@ -277,14 +270,7 @@ impl NodeState {
             let Some(state) = self.pods.get_mut(slot as usize) else {
                 continue;
             };
-            let old_containers = std::mem::take(&mut state.containers);
-            state.containers = next_containers(
-                old_containers,
-                pod,
-                (&state.namespace, &state.name),
-                resolution,
-                newest,
-            );
+            state.take_scraped_containers(pod, resolution, newest);
         }
         true
     }
@@ -537,7 +523,27 @@ fn intern_namespace(pods: &[PodState], near: usize, namespace: &str) -> Option<N
         .map(|p| p.namespace.clone())
 }
 
-/// A position as a `u32`; a node never runs four billion pods, and a saturated hint just misses.
+// === impl PodState ===
+
+impl PodState {
+    /// Replaces the containers with the scraped pod's, by [`next_containers`].
+    fn take_scraped_containers(
+        &mut self,
+        pod: &PodScrape<'_>,
+        resolution: i64,
+        newest: &mut UnixNanos,
+    ) {
+        let old_containers = std::mem::take(&mut self.containers);
+        self.containers = next_containers(
+            old_containers,
+            pod,
+            (&self.namespace, &self.name),
+            resolution,
+            newest,
+        );
+    }
+}
+
 /// A pod's containers after a scrape: its old states updated in place when the kubelet lists the
 /// same containers in the same order (the steady case), else rebuilt by name, keeping the first
 /// of duplicate names.
@@ -665,6 +671,7 @@ fn take_name(rest: &mut &[u8], name: &str) -> bool {
     }
 }
 
+/// A position as a `u32`; a node never runs four billion pods, and a saturated hint just misses.
 fn slot(position: usize) -> u32 {
     u32::try_from(position).unwrap_or(u32::MAX)
 }
