@@ -66,7 +66,7 @@ fn scrape(node: usize, at: i64, cpu: u64) -> NodeScrape<'static> {
             .map(|p| PodScrape {
                 namespace: Cow::Owned(format!("ns-{:02}", (node * PODS_PER_NODE + p) % NAMESPACES)),
                 name: Cow::Owned(format!("pod-{node:04}-{p:02}")),
-                containers: vec![ContainerScrape {
+                containers: smallvec::smallvec![ContainerScrape {
                     name: Cow::Borrowed("app"),
                     point: MetricsPoint {
                         start_time: T0 - 3600 * SECOND,

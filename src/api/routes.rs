@@ -1439,7 +1439,7 @@ mod tests {
                 .map(|(namespace, name)| PodScrape {
                     namespace: Cow::Owned((*namespace).to_owned()),
                     name: Cow::Owned((*name).to_owned()),
-                    containers: vec![ContainerScrape {
+                    containers: smallvec::smallvec![ContainerScrape {
                         name: Cow::Borrowed("app"),
                         point: MetricsPoint {
                             start_time: T0 - 3600 * SECOND,

@@ -17,7 +17,9 @@ use hashbrown::HashTable;
 
 use super::text::{classify, same_bytes, Entry, Lines, Sample, SeriesLine};
 use super::{DecodeError, DecodeStats, Decoded, SkipReason};
-use crate::model::{ContainerScrape, MetricsPoint, NodeScrape, PodScrape, UnixNanos};
+use crate::model::{
+    ContainerScrape, MetricsPoint, NodeScrape, PodScrape, ScrapedContainers, UnixNanos,
+};
 
 /// Nanoseconds per millisecond (sample timestamps are milliseconds).
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -378,7 +380,7 @@ impl<'a> Accumulator<'a> {
             .map(|pod| PodScrape {
                 namespace: pod.namespace,
                 name: pod.name,
-                containers: Vec::new(),
+                containers: ScrapedContainers::new(),
             })
             .collect();
         for container in self.containers {

@@ -138,10 +138,25 @@ fn split_value_timestamp(tail: &[u8]) -> Option<(f64, Option<i64>)> {
 
 /// Appends the leading decimal digits of `bytes` to `mantissa`; returns it and how many digits were
 /// read. Wraps on more than 19 digits, which callers reject by the count.
+///
+/// Eight digits per step while eight are there: a CPU counter's fraction (`0.115197416`) and a
+/// start time's (`1.7000123456789e+09`) have nine or more, on most lines of a body.
 #[inline(always)]
 fn accumulate_digits(bytes: &[u8], mut mantissa: u64) -> (u64, usize) {
     let mut count = 0;
-    for &byte in bytes {
+    let mut rest = bytes;
+    while let Some((word, after)) = rest.split_first_chunk::<8>() {
+        let Some(eight) = eight_digits(u64::from_le_bytes(*word)) else {
+            break;
+        };
+        // Modulo 2^64 this is the same as eight steps of the loop below.
+        mantissa = mantissa
+            .wrapping_mul(100_000_000)
+            .wrapping_add(eight as u64);
+        count += 8;
+        rest = after;
+    }
+    for &byte in rest {
         let digit = byte.wrapping_sub(b'0');
         if digit > 9 {
             break;
@@ -365,8 +380,8 @@ mod tests {
 
         #[test]
         fn fast_path_agrees_with_std_on_any_decimal(
-            int in "[0-9]{0,12}",
-            frac in proptest::option::of("[0-9]{0,12}"),
+            int in "[0-9]{0,21}",
+            frac in proptest::option::of("[0-9]{0,21}"),
             exp in proptest::option::of(-40i32..40),
             sign in proptest::sample::select(vec!["", "-", "+"]),
         ) {

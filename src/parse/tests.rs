@@ -113,7 +113,7 @@ fn upstream_example_line_becomes_nanocore_seconds_and_a_nanosecond_timestamp() {
         vec![PodScrape {
             namespace: Cow::Borrowed("kube-system"),
             name: Cow::Borrowed("coredns-558bd4d5db-4dpjz"),
-            containers: vec![ContainerScrape {
+            containers: smallvec::smallvec![ContainerScrape {
                 name: Cow::Borrowed("coredns"),
                 point: point(
                     (1.633_253_780_663_537_3e9_f64 * 1e9) as i64,
@@ -1056,7 +1056,7 @@ fn render(node: &Option<ModelNode>, pods: &[ModelPod], style: &Style) -> String 
     body
 }
 
-fn expected(node: &Option<ModelNode>, pods: &[ModelPod]) -> NodeScrape<'static> {
+fn expected<'a>(node: &Option<ModelNode>, pods: &[ModelPod]) -> NodeScrape<'a> {
     let stamp = |ts: Option<i64>| ts.map_or(REQUEST_TIME, |ms| ms * 1_000_000);
     NodeScrape {
         node: node.as_ref().map(|n| MetricsPoint {
@@ -1155,7 +1155,7 @@ proptest! {
                     prop_assert!(container.point.cumulative_cpu_used > 0 && container.point.memory_usage > 0);
                 }
             }
-        }
+        };
     }
 
     #[test]

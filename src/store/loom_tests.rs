@@ -34,7 +34,7 @@ fn scrape(node: &str, t: i64) -> NodeScrape<'static> {
             .map(|p| PodScrape {
                 namespace: Cow::Borrowed("ns"),
                 name: Cow::Owned(format!("{node}-{p}")),
-                containers: vec![ContainerScrape {
+                containers: smallvec::smallvec![ContainerScrape {
                     name: Cow::Borrowed("c"),
                     point,
                 }],

@@ -444,7 +444,7 @@ fn names_are_interned_across_scrapes() {
             pods: vec![PodScrape {
                 namespace: Cow::Owned("ns".to_string()),
                 name: Cow::Owned("p".to_string()),
-                containers: vec![ContainerScrape {
+                containers: smallvec::smallvec![ContainerScrape {
                     name: Cow::Owned("c".to_string()),
                     point: p,
                 }],
@@ -795,7 +795,7 @@ fn pods_new_to_the_store_take_their_names_from_the_source_that_knows_them() {
         let pod = |pod: &'static str| PodScrape {
             namespace: Cow::Owned("ns".to_string()),
             name: Cow::Borrowed(pod),
-            containers: vec![ContainerScrape {
+            containers: smallvec::smallvec![ContainerScrape {
                 name: Cow::Borrowed("c"),
                 point: p,
             }],

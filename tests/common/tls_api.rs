@@ -93,7 +93,7 @@ pub fn populated(nodes: usize) -> (Arc<Store>, Cluster) {
                     .map(|(namespace, name)| PodScrape {
                         namespace: Cow::Owned(namespace.clone()),
                         name: Cow::Owned(name.clone()),
-                        containers: vec![ContainerScrape {
+                        containers: smallvec::smallvec![ContainerScrape {
                             name: Cow::Borrowed("app"),
                             point: MetricsPoint {
                                 start_time: now - 3600 * SECOND,
