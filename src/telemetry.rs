@@ -2,9 +2,14 @@
 //!
 //! Owns the registry and every metric family. Stages record through the typed methods here and never
 //! touch `prometheus_client` themselves; the API only encodes. Per-node series are removed when the
-//! node goes away, so node churn does not grow the registry.
+//! node goes away, so node churn does not grow the registry; they are kept and written by
+//! [`node_series`], the rest by `prometheus_client`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+mod node_series;
+
+use node_series::{NodeCells, NodeSeriesTable, DURATION_BOUNDS};
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -14,11 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabel {
-    node: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SuccessLabel {
@@ -31,9 +31,11 @@ struct TypeLabel {
 }
 
 fn request_duration_histogram() -> Histogram {
-    // 5 ms .. ~20 s, as kubelet latencies range from loopback to overloaded nodes.
-    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+    Histogram::new(DURATION_BOUNDS)
 }
+
+/// The last line of an OpenMetrics text exposition.
+const EOF_LINE: &str = "# EOF\n";
 
 /// Upstream's freshness buckets: 20 exponential bounds from 1 s by a factor of 1.364 (to ~365 s).
 const FRESHNESS_BUCKETS: usize = 20;
@@ -76,8 +78,7 @@ pub struct FreshnessBatch {
 /// `/metrics` shows, until [`Telemetry::forget_node`] drops the node's series.
 #[derive(Clone, Debug)]
 pub struct NodeRequestSeries {
-    duration: Histogram,
-    last_request_time: Gauge<f64, AtomicU64>,
+    cells: Arc<NodeCells>,
     requests: Family<SuccessLabel, Counter>,
     /// The outcome counters, taken from `requests` on first use: as upstream, an outcome that
     /// never happened has no series.
@@ -90,8 +91,7 @@ pub struct NodeRequestSeries {
 impl NodeRequestSeries {
     /// Records one request: its duration, when it started (unix seconds) and its outcome.
     pub fn record(&self, started_unix_seconds: f64, seconds: f64, ok: bool) {
-        self.duration.observe(seconds);
-        self.last_request_time.set(started_unix_seconds);
+        self.cells.record(started_unix_seconds, seconds);
         let (counter, success) = if ok {
             (&self.succeeded, "true")
         } else {
@@ -112,8 +112,9 @@ impl NodeRequestSeries {
 /// Every self-metric, registered once at start.
 pub struct Telemetry {
     registry: Registry,
-    kubelet_request_duration: Family<NodeLabel, Histogram, fn() -> Histogram>,
-    kubelet_last_request_time: Family<NodeLabel, Gauge<f64, AtomicU64>>,
+    /// `metrics_server_kubelet_request_duration_seconds` and
+    /// `metrics_server_kubelet_last_request_time_seconds`, by node.
+    node_series: NodeSeriesTable,
     kubelet_request_total: Family<SuccessLabel, Counter>,
     manager_tick_duration: Histogram,
     api_metric_freshness: BatchHistogram,
@@ -135,27 +136,12 @@ impl Default for Telemetry {
 impl Telemetry {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let kubelet_request_duration =
-            Family::<NodeLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                request_duration_histogram as fn() -> Histogram,
-            );
-        let kubelet_last_request_time = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
         let kubelet_request_total = Family::<SuccessLabel, Counter>::default();
         let manager_tick_duration = request_duration_histogram();
         let api_metric_freshness = BatchHistogram::new(freshness_bounds());
         let storage_points = Family::<TypeLabel, Gauge>::default();
         let kept_answers = Gauge::default();
         let kept_answer_bytes = Gauge::default();
-        registry.register(
-            "metrics_server_kubelet_request_duration_seconds",
-            "Duration of requests to the kubelet's resource metrics endpoint, by node",
-            kubelet_request_duration.clone(),
-        );
-        registry.register(
-            "metrics_server_kubelet_last_request_time_seconds",
-            "Time of the last request to the kubelet, by node, as unix seconds",
-            kubelet_last_request_time.clone(),
-        );
         registry.register(
             "metrics_server_kubelet_request",
             "Requests to kubelets, by success",
@@ -189,8 +175,7 @@ impl Telemetry {
         );
         Telemetry {
             registry,
-            kubelet_request_duration,
-            kubelet_last_request_time,
+            node_series: NodeSeriesTable::default(),
             kubelet_request_total,
             manager_tick_duration,
             api_metric_freshness,
@@ -205,12 +190,8 @@ impl Telemetry {
     /// `node`'s kubelet-request series, created if new. Recording through the handle costs no
     /// label allocation and no registry lock: a scraper looks it up once and keeps it.
     pub fn node_request_series(&self, node: &str) -> NodeRequestSeries {
-        let label = NodeLabel {
-            node: node.to_owned(),
-        };
         NodeRequestSeries {
-            duration: self.kubelet_request_duration.get_or_create(&label).clone(),
-            last_request_time: self.kubelet_last_request_time.get_or_create(&label).clone(),
+            cells: self.node_series.get_or_create(node),
             requests: self.kubelet_request_total.clone(),
             succeeded: OnceLock::new(),
             failed: OnceLock::new(),
@@ -219,11 +200,7 @@ impl Telemetry {
 
     /// Drops a node's per-node series (the node left the cluster).
     pub fn forget_node(&self, node: &str) {
-        let label = NodeLabel {
-            node: node.to_owned(),
-        };
-        self.kubelet_request_duration.remove(&label);
-        self.kubelet_last_request_time.remove(&label);
+        self.node_series.remove(node);
     }
 
     pub fn manager_tick(&self, seconds: f64) {
@@ -289,6 +266,12 @@ impl Telemetry {
         let mut out = String::with_capacity((last + last / 16).max(4096));
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // The per-node families go before the end marker the library wrote.
+        if out.ends_with(EOF_LINE) {
+            out.truncate(out.len() - EOF_LINE.len());
+        }
+        self.node_series.encode(&mut out);
+        out.push_str(EOF_LINE);
         self.last_encoded_bytes.store(out.len(), Ordering::Relaxed);
         out
     }
