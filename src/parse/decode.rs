@@ -7,8 +7,10 @@
 //!
 //! Containers are found again by `(namespace, pod, container)`. The kubelet writes every container
 //! series family in the same order, so the decoder first tries the slot after the one the previous
-//! line used (a few byte comparisons) and only falls back to a hash lookup when that guess misses:
-//! about once per family, plus once per new container.
+//! line used (a few byte comparisons), or the first slot when a family starts over. The kubelet
+//! also sorts each family's lines, so while new containers arrive in strictly increasing order none
+//! can be a repeat, and they are appended without a lookup. Only when a line breaks both patterns
+//! is a hash index of the containers built, and used from then on.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -123,8 +125,10 @@ struct Accumulator<'a> {
     containers: Vec<ContainerSlot<'a>>,
     /// Indices into `pods`, hashed by `(namespace, name)`.
     pod_index: HashTable<usize>,
-    /// Indices into `containers`, hashed by `(namespace, pod, container)`.
-    container_index: HashTable<usize>,
+    /// Indices into `containers`, hashed by `(namespace, pod, container)`; built on the first
+    /// line the guesses in [`Self::container_slot`] do not place. While it is `None`, every
+    /// container was appended in strictly increasing [`key_order`].
+    container_index: Option<HashTable<usize>>,
     hasher: foldhash::fast::RandomState,
     /// The slot the next container line most likely names (see the module docs).
     cursor: usize,
@@ -205,7 +209,7 @@ impl<'a> Accumulator<'a> {
             pods: Vec::with_capacity(pods),
             containers: Vec::with_capacity(containers),
             pod_index: HashTable::with_capacity(pods),
-            container_index: HashTable::with_capacity(containers),
+            container_index: None,
             hasher: foldhash::fast::RandomState::default(),
             cursor: 0,
             stats: DecodeStats::default(),
@@ -290,10 +294,25 @@ impl<'a> Accumulator<'a> {
 
     /// Index of the container's slot, created (with its pod's) on first sight.
     fn container_slot(&mut self, key: ContainerKey<'a>) -> usize {
-        if let Some(container) = self.containers.get(self.cursor) {
-            if self.matches(container, &key) {
-                self.cursor += 1;
-                return self.cursor - 1;
+        // The kubelet's order: the line after the previous one's container, or a family
+        // starting over at the first container.
+        let guess = if self.cursor < self.containers.len() {
+            Some(self.cursor)
+        } else if self.container_index.is_none()
+            && self
+                .containers
+                .last()
+                .is_none_or(|last| key_order(&self.pods, last, &key).is_lt())
+        {
+            // Sorted and new: greater than every container so far, so not one of them.
+            return self.append_container(key, None);
+        } else {
+            (!self.containers.is_empty()).then_some(0)
+        };
+        if let Some(slot) = guess {
+            if self.matches(&self.containers[slot], &key) {
+                self.cursor = slot + 1;
+                return slot;
             }
         }
         let hash = self
@@ -303,14 +322,31 @@ impl<'a> Accumulator<'a> {
             pods,
             containers,
             container_index,
+            hasher,
             ..
-        } = &*self;
-        if let Some(&slot) =
-            container_index.find(hash, |&i| slot_matches(pods, &containers[i], &key))
-        {
+        } = &mut *self;
+        let index = container_index.get_or_insert_with(|| {
+            let mut index = HashTable::with_capacity(containers.capacity());
+            for (slot, container) in containers.iter().enumerate() {
+                let pod = &pods[container.pod];
+                let hash = hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name));
+                index.insert_unique(hash, slot, |&i| {
+                    let container = &containers[i];
+                    let pod = &pods[container.pod];
+                    hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
+                });
+            }
+            index
+        });
+        if let Some(&slot) = index.find(hash, |&i| slot_matches(pods, &containers[i], &key)) {
             self.cursor = slot + 1;
             return slot;
         }
+        self.append_container(key, Some(hash))
+    }
+
+    /// Appends a container not seen before; `hash` is its key's, when the index exists.
+    fn append_container(&mut self, key: ContainerKey<'a>, hash: Option<u64>) -> usize {
         let pod = self.pod_slot(key.namespace, key.pod);
         let slot = self.containers.len();
         self.containers.push(ContainerSlot {
@@ -327,11 +363,13 @@ impl<'a> Accumulator<'a> {
             hasher,
             ..
         } = self;
-        container_index.insert_unique(hash, slot, |&i| {
-            let container = &containers[i];
-            let pod = &pods[container.pod];
-            hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
-        });
+        if let (Some(index), Some(hash)) = (container_index, hash) {
+            index.insert_unique(hash, slot, |&i| {
+                let container = &containers[i];
+                let pod = &pods[container.pod];
+                hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
+            });
+        }
         self.cursor = slot + 1;
         slot
     }
@@ -422,6 +460,23 @@ fn slot_matches(
     same_bytes(container.name.as_bytes(), key.container.as_bytes())
         && same_bytes(pod.name.as_bytes(), key.pod.as_bytes())
         && same_bytes(pod.namespace.as_bytes(), key.namespace.as_bytes())
+}
+
+/// How a stored container's key orders against `key`: by container, then namespace, then pod, as
+/// the kubelet sorts a family's lines. Any strict order would keep appends free of repeats; this
+/// one makes the kubelet's lines arrive increasing.
+fn key_order(
+    pods: &[PodSlot<'_>],
+    container: &ContainerSlot<'_>,
+    key: &ContainerKey<'_>,
+) -> std::cmp::Ordering {
+    let pod = &pods[container.pod];
+    container
+        .name
+        .as_bytes()
+        .cmp(key.container.as_bytes())
+        .then_with(|| pod.namespace.as_bytes().cmp(key.namespace.as_bytes()))
+        .then_with(|| pod.name.as_bytes().cmp(key.pod.as_bytes()))
 }
 
 /// Picks `container`, `pod` and `namespace` out of the label block; each must be present and

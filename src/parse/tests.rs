@@ -1169,3 +1169,99 @@ proptest! {
         let _ = decode_resource_metrics(&body, REQUEST_TIME);
     }
 }
+
+/// A container's key in [`container_lines_strategy`]: container, namespace and pod letters.
+type Key = (u8, u8, u8);
+
+/// One container line of [`container_lines_strategy`]: its key and whether it is a CPU line.
+type KeyedLine = (Key, bool);
+
+/// Container lines over a small key space (3 containers x 2 namespaces x 2 pods), so keys repeat;
+/// each family's lines sorted, with repeats, or in any order, so the decoder's guesses (the next
+/// slot, the first slot, a sorted append) and its index all take turns.
+fn container_lines_strategy() -> impl Strategy<Value = Vec<KeyedLine>> {
+    let key = (0u8..3, 0u8..2, 0u8..2);
+    let family = |cpu: bool| {
+        (proptest::collection::vec(key.clone(), 0..14), 0u8..3).prop_map(
+            move |(mut keys, arrangement)| {
+                match arrangement {
+                    0 => {
+                        keys.sort_unstable();
+                        keys.dedup();
+                    }
+                    1 => keys.sort_unstable(),
+                    _ => {}
+                }
+                keys.into_iter().map(|k| (k, cpu)).collect::<Vec<_>>()
+            },
+        )
+    };
+    (family(true), family(false), family(true)).prop_map(|(mut a, b, c)| {
+        a.extend(b);
+        a.extend(c);
+        a
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever order container lines come in, the decoder finds each container again: the
+    /// last value of each series wins, pods and containers keep the order they first appeared
+    /// in, and a pod lacking a series is left out.
+    #[test]
+    fn containers_are_found_again_in_any_line_order(lines in container_lines_strategy()) {
+        let names = |(c, n, p): Key| {
+            (["app", "istio-proxy", "sidecar"][c as usize], ["default", "kube-system"][n as usize], ["web-1", "web-0"][p as usize])
+        };
+        let mut body = String::new();
+        // The model: containers in first-seen order with their last CPU and memory values.
+        let mut containers: Vec<(Key, Option<u64>, Option<u64>)> = Vec::new();
+        for (i, &(key, cpu)) in lines.iter().enumerate() {
+            let (container, namespace, pod) = names(key);
+            let value = i as u64 + 1;
+            let family = if cpu { "container_cpu_usage_seconds_total" } else { "container_memory_working_set_bytes" };
+            body.push_str(&format!("{family}{{container=\"{container}\",namespace=\"{namespace}\",pod=\"{pod}\"}} {value} 1000\n"));
+            let at = match containers.iter().position(|(k, _, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    containers.push((key, None, None));
+                    containers.len() - 1
+                }
+            };
+            if cpu {
+                containers[at].1 = Some(value * 1_000_000_000);
+            } else {
+                containers[at].2 = Some(value);
+            }
+        }
+        let mut pods: Vec<(u8, u8)> = Vec::new();
+        for ((_, n, p), _, _) in &containers {
+            if !pods.contains(&(*n, *p)) {
+                pods.push((*n, *p));
+            }
+        }
+        let expected: Vec<PodScrape<'_>> = pods
+            .iter()
+            .filter_map(|&(n, p)| {
+                let mut scraped = PodScrape {
+                    namespace: Cow::Borrowed(names((0, n, p)).1),
+                    name: Cow::Borrowed(names((0, n, p)).2),
+                    containers: Default::default(),
+                };
+                for &((c, cn, cp), cpu, memory) in &containers {
+                    if (cn, cp) != (n, p) {
+                        continue;
+                    }
+                    scraped.containers.push(ContainerScrape {
+                        name: Cow::Borrowed(names((c, n, p)).0),
+                        point: point(0, 1_000_000_000, cpu?, memory?),
+                    });
+                }
+                Some(scraped)
+            })
+            .collect();
+        let decoded = decode(&body);
+        prop_assert_eq!(&decoded.scrape.pods, &expected, "body:\n{}", body);
+    }
+}
