@@ -328,12 +328,9 @@ impl<'a> Accumulator<'a> {
         let index = container_index.get_or_insert_with(|| {
             let mut index = HashTable::with_capacity(containers.capacity());
             for (slot, container) in containers.iter().enumerate() {
-                let pod = &pods[container.pod];
-                let hash = hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name));
+                let hash = container_hash(hasher, pods, container);
                 index.insert_unique(hash, slot, |&i| {
-                    let container = &containers[i];
-                    let pod = &pods[container.pod];
-                    hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
+                    container_hash(hasher, pods, &containers[i])
                 });
             }
             index
@@ -365,9 +362,7 @@ impl<'a> Accumulator<'a> {
         } = self;
         if let (Some(index), Some(hash)) = (container_index, hash) {
             index.insert_unique(hash, slot, |&i| {
-                let container = &containers[i];
-                let pod = &pods[container.pod];
-                hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
+                container_hash(hasher, pods, &containers[i])
             });
         }
         self.cursor = slot + 1;
@@ -449,6 +444,16 @@ impl<'a> Accumulator<'a> {
             stats: self.stats,
         }
     }
+}
+
+/// A stored container's hash, as [`Accumulator::container_slot`] hashes a key.
+fn container_hash(
+    hasher: &foldhash::fast::RandomState,
+    pods: &[PodSlot<'_>],
+    container: &ContainerSlot<'_>,
+) -> u64 {
+    let pod = &pods[container.pod];
+    hasher.hash_one((&*pod.namespace, &*pod.name, &*container.name))
 }
 
 fn slot_matches(
