@@ -30,6 +30,8 @@ const LAST_REQUEST_HELP: &str =
 /// One node's cells. Recording is a few relaxed atomic operations, with no lock.
 #[derive(Debug, Default)]
 pub struct NodeCells {
+    /// The node's name as a label value, escaped once when the cells are made.
+    label: Box<str>,
     /// Observations per bucket of [`DURATION_BOUNDS`] (not cumulative); the last is `+Inf`.
     buckets: [AtomicU64; DURATION_BOUNDS.len() + 1],
     /// Sum of the observed durations, as `f64` bits.
@@ -77,7 +79,15 @@ impl NodeSeriesTable {
             Ok(nodes) => nodes,
             Err(poisoned) => poisoned.into_inner(),
         };
-        Arc::clone(nodes.entry(node.into()).or_default())
+        let cells = nodes.entry(node.into()).or_insert_with(|| {
+            let mut label = String::new();
+            escape_label_value(node, &mut label);
+            Arc::new(NodeCells {
+                label: label.into(),
+                ..NodeCells::default()
+            })
+        });
+        Arc::clone(cells)
     }
 
     /// Drops `node`'s series; a handle still held records into cells no longer shown.
@@ -98,46 +108,42 @@ impl NodeSeriesTable {
         }
         let bucket_labels: Vec<String> = DURATION_BOUNDS
             .iter()
-            .map(|bound| format!("{DURATION_NAME}_bucket{{le=\"{}\",node=\"", float(*bound)))
+            .map(|bound| {
+                let mut prefix = format!("{DURATION_NAME}_bucket{{le=\"");
+                push_float(&mut prefix, *bound);
+                prefix.push_str("\",node=\"");
+                prefix
+            })
             .chain([format!("{DURATION_NAME}_bucket{{le=\"+Inf\",node=\"")])
             .collect();
-        let mut label = String::new();
         let mut integers = itoa::Buffer::new();
         write_descriptor(out, DURATION_NAME, DURATION_HELP, "histogram");
-        for (node, cells) in nodes.iter() {
-            label.clear();
-            escape_label_value(node, &mut label);
+        for cells in nodes.values() {
+            let label = &cells.label;
             let counts = cells.buckets.each_ref().map(|c| c.load(Ordering::Relaxed));
             // The count is the buckets' total, so it always equals the `+Inf` bucket even while
             // requests are being recorded.
             let count: u64 = counts.iter().sum();
             let sum = f64::from_bits(cells.sum_bits.load(Ordering::Relaxed));
-            let _ = writeln!(
-                out,
-                "{DURATION_NAME}_sum{{node=\"{label}\"}} {}",
-                float(sum)
-            );
-            let _ = writeln!(out, "{DURATION_NAME}_count{{node=\"{label}\"}} {count}");
+            let _ = write!(out, "{DURATION_NAME}_sum{{node=\"{label}\"}} ");
+            push_float(out, sum);
+            let _ = writeln!(out, "\n{DURATION_NAME}_count{{node=\"{label}\"}} {count}");
             let mut cumulative = 0;
             for (prefix, n) in bucket_labels.iter().zip(counts) {
                 cumulative += n;
                 out.push_str(prefix);
-                out.push_str(&label);
+                out.push_str(label);
                 out.push_str("\"} ");
                 out.push_str(integers.format(cumulative));
                 out.push('\n');
             }
         }
         write_descriptor(out, LAST_REQUEST_NAME, LAST_REQUEST_HELP, "gauge");
-        for (node, cells) in nodes.iter() {
-            label.clear();
-            escape_label_value(node, &mut label);
+        for cells in nodes.values() {
             let last = f64::from_bits(cells.last_request_bits.load(Ordering::Relaxed));
-            let _ = writeln!(
-                out,
-                "{LAST_REQUEST_NAME}{{node=\"{label}\"}} {}",
-                float(last)
-            );
+            let _ = write!(out, "{LAST_REQUEST_NAME}{{node=\"{}\"}} ", cells.label);
+            push_float(out, last);
+            out.push('\n');
         }
     }
 }
@@ -154,14 +160,15 @@ fn write_descriptor(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
 }
 
-/// A float as the text format writes one: shortest round-trip digits, `NaN`, `+Inf`, `-Inf`.
-fn float(value: f64) -> String {
+/// Appends a float as the text format writes one: shortest round-trip digits, `NaN`, `+Inf`,
+/// `-Inf`.
+fn push_float(out: &mut String, value: f64) {
     if value.is_nan() {
-        "NaN".to_owned()
+        out.push_str("NaN");
     } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     } else {
-        ryu::Buffer::new().format_finite(value).to_owned()
+        out.push_str(ryu::Buffer::new().format_finite(value));
     }
 }
 
